@@ -1,0 +1,278 @@
+"""DetectNet_v2 target encoding, decoding and box clustering (NumPy only).
+
+One module for both sides: ``models/`` encodes ground truth with it and scores
+its predictions with it; ``edge/`` decodes the deployed network with it. The
+two can therefore never disagree about what a box is.
+
+DetectNet_v2 (NVIDIA TAO; seed 004 §3.3) predicts, on a grid of stride ``s``:
+
+* a **coverage map** ``cov`` (C, Hg, Wg) float32 in [0, 1]: per-class sigmoid,
+  1 where a cell lies in the central region of an object of that class;
+* a **bbox head** ``bbox`` (4C, Hg, Wg) float32: for class ``c`` the channels
+  ``4c..4c+3`` hold the box corners relative to the cell centre,
+  ``(x1 - cx, y1 - cy, x2 - cx, y2 - cy) / bbox_norm`` (px / px).
+
+Every cell above the coverage threshold proposes one box; the proposals are
+clustered per class by DBSCAN (as TAO and DeepStream do) or NMS.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+CLASS_NAMES: Tuple[str, ...] = ("mask", "no_mask", "mask_incorrect")
+
+
+@dataclass(frozen=True)
+class DetectNetV2Params:
+    """Geometry of the DetectNet_v2 output grid.
+
+    Attributes:
+        stride: input px per grid cell (16).
+        bbox_norm: px per unit of the bbox head's output.
+        cov_shrink: fraction of the box width/height (centred) whose cells are
+            positive in the coverage map; the cell holding the box centre is
+            always positive, so a face smaller than one cell still gets one.
+    """
+
+    stride: int = 16
+    bbox_norm: float = 35.0
+    cov_shrink: float = 0.5
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    """Clustering of per-cell proposals into boxes.
+
+    Attributes:
+        method: ``"dbscan"`` or ``"nms"``.
+        conf_threshold: minimum coverage (0-1) for a cell to propose a box.
+        iou_threshold: NMS: suppress a box whose IoU with a kept box is above this.
+        dbscan_eps: DBSCAN: neighbourhood radius in ``1 - IoU`` distance.
+        dbscan_min_samples: DBSCAN: minimum summed coverage of a core point's
+            neighbourhood (TAO's confidence-weighted ``min_samples``).
+        max_detections: cap per image, highest score first.
+    """
+
+    method: str = "dbscan"
+    conf_threshold: float = 0.1
+    iou_threshold: float = 0.4
+    dbscan_eps: float = 0.6
+    dbscan_min_samples: float = 0.0
+    max_detections: int = 100
+
+
+def grid_centres(grid_hw: Tuple[int, int], stride: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Cell-centre coordinates in input px: ``(cx (Wg,), cy (Hg,))`` float32."""
+    gh, gw = grid_hw
+    cx = (np.arange(gw, dtype=np.float32) + 0.5) * stride
+    cy = (np.arange(gh, dtype=np.float32) + 0.5) * stride
+    return cx, cy
+
+
+def encode_detectnet_v2(boxes: np.ndarray, labels: np.ndarray, input_hw: Tuple[int, int], num_classes: int,
+                        params: DetectNetV2Params = DetectNetV2Params()) -> Tuple[np.ndarray, np.ndarray]:
+    """Ground-truth boxes -> (coverage map, bbox targets).
+
+    Args:
+        boxes: (N, 4) float32 xyxy in input px.
+        labels: (N,) int class ids in ``[0, num_classes)``.
+        input_hw: network input (height, width) in px, multiples of ``stride``.
+        num_classes: C.
+
+    Returns:
+        cov (C, Hg, Wg) float32 in {0, 1} and bbox (4C, Hg, Wg) float32 (zero where
+        coverage is 0). Where boxes of one class overlap, the smaller box owns the
+        cell (it is drawn last).
+    """
+    s = params.stride
+    gh, gw = input_hw[0] // s, input_hw[1] // s
+    cov = np.zeros((num_classes, gh, gw), np.float32)
+    bbox = np.zeros((4 * num_classes, gh, gw), np.float32)
+    if len(boxes) == 0:
+        return cov, bbox
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    cxs, cys = grid_centres((gh, gw), s)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for i in np.argsort(-areas):  # largest first: smaller boxes overwrite
+        x1, y1, x2, y2 = boxes[i]
+        c = int(labels[i])
+        bx, by = (x1 + x2) / 2, (y1 + y2) / 2
+        hw, hh = (x2 - x1) * params.cov_shrink / 2, (y2 - y1) * params.cov_shrink / 2
+        xs = np.nonzero(np.abs(cxs - bx) <= max(hw, 1e-3))[0]
+        ys = np.nonzero(np.abs(cys - by) <= max(hh, 1e-3))[0]
+        ix_c = int(np.clip(bx // s, 0, gw - 1))
+        iy_c = int(np.clip(by // s, 0, gh - 1))
+        if len(xs) == 0:
+            xs = np.array([ix_c])
+        if len(ys) == 0:
+            ys = np.array([iy_c])
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
+        yy, xx = yy.ravel(), xx.ravel()
+        cov[c, yy, xx] = 1.0
+        bbox[4 * c + 0, yy, xx] = (x1 - cxs[xx]) / params.bbox_norm
+        bbox[4 * c + 1, yy, xx] = (y1 - cys[yy]) / params.bbox_norm
+        bbox[4 * c + 2, yy, xx] = (x2 - cxs[xx]) / params.bbox_norm
+        bbox[4 * c + 3, yy, xx] = (y2 - cys[yy]) / params.bbox_norm
+    return cov, bbox
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of (N, 4) and (M, 4) xyxy boxes -> (N, M) float32."""
+    a = np.asarray(a, np.float32).reshape(-1, 4)
+    b = np.asarray(b, np.float32).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression.
+
+    Args:
+        boxes: (N, 4) float32 xyxy. scores: (N,) float32.
+        iou_threshold: a box overlapping a kept, higher-scored box by more is dropped.
+
+    Returns:
+        (K,) int64 indices of kept boxes, highest score first.
+    """
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    keep: List[int] = []
+    iou = box_iou(boxes, boxes)
+    suppressed = np.zeros(len(order), bool)
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(int(i))
+        suppressed |= iou[i] > iou_threshold
+    return np.asarray(keep, np.int64)
+
+
+def dbscan(boxes: np.ndarray, weights: np.ndarray, eps: float, min_samples: float) -> np.ndarray:
+    """DBSCAN over boxes with distance ``1 - IoU`` (Ester et al., KDD 1996).
+
+    A box is a core point when the summed ``weights`` (coverage) of its
+    ``eps``-neighbourhood (itself included) reach ``min_samples``.
+
+    Args:
+        boxes: (N, 4) float32 xyxy. weights: (N,) float32 coverage values.
+
+    Returns:
+        (N,) int64 cluster labels, ``-1`` for noise.
+    """
+    n = len(boxes)
+    labels = np.full(n, -1, np.int64)
+    if n == 0:
+        return labels
+    neigh = (1.0 - box_iou(boxes, boxes)) <= eps
+    core = (neigh * np.asarray(weights, np.float32)[None, :]).sum(axis=1) >= min_samples
+    cluster = 0
+    for i in np.argsort(-np.asarray(weights)):
+        if labels[i] != -1 or not core[i]:
+            continue
+        labels[i] = cluster
+        stack = [int(i)]
+        while stack:
+            j = stack.pop()
+            if not core[j]:
+                continue
+            for k in np.nonzero(neigh[j] & (labels == -1))[0]:
+                labels[k] = cluster
+                stack.append(int(k))
+        cluster += 1
+    return labels
+
+
+def cluster_boxes(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+                  params: ClusterParams) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cluster per-cell proposals per class.
+
+    DBSCAN merges each cluster into its coverage-weighted mean box with the
+    cluster's maximum coverage as score; NMS keeps the best proposal.
+
+    Args:
+        boxes: (N, 4) float32 xyxy. scores: (N,) float32. classes: (N,) int64.
+
+    Returns:
+        ``(boxes (K, 4) float32, scores (K,) float32, classes (K,) int64)``, best first.
+
+    Raises:
+        ValueError: on an unknown ``params.method``.
+    """
+    if params.method not in ("dbscan", "nms"):
+        raise ValueError(f"clustering method must be 'dbscan' or 'nms', got {params.method!r}")
+    out_b, out_s, out_c = [], [], []
+    for c in np.unique(classes):
+        m = classes == c
+        b, s = boxes[m], scores[m]
+        if params.method == "nms":
+            k = nms(b, s, params.iou_threshold)
+            out_b.append(b[k]); out_s.append(s[k]); out_c.append(np.full(len(k), c, np.int64))
+            continue
+        lab = dbscan(b, s, params.dbscan_eps, params.dbscan_min_samples)
+        for L in np.unique(lab[lab >= 0]):
+            mm = lab == L
+            w = s[mm] / s[mm].sum()
+            out_b.append((b[mm] * w[:, None]).sum(axis=0, keepdims=True))
+            out_s.append(s[mm].max(keepdims=True))
+            out_c.append(np.array([c], np.int64))
+    if not out_b:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    b = np.concatenate(out_b).astype(np.float32)
+    s = np.concatenate(out_s).astype(np.float32)
+    c = np.concatenate(out_c)
+    order = np.argsort(-s, kind="stable")[: params.max_detections]
+    return b[order], s[order], c[order]
+
+
+def decode_detectnet_v2(cov: np.ndarray, bbox: np.ndarray, params: DetectNetV2Params = DetectNetV2Params(),
+                        cluster: ClusterParams = ClusterParams()) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Network outputs for one image -> clustered detections in input px.
+
+    Args:
+        cov: (C, Hg, Wg) float32 coverage (after sigmoid); a leading batch axis of 1 is accepted.
+        bbox: (4C, Hg, Wg) float32 bbox head output.
+
+    Returns:
+        ``(boxes (K, 4) float32 xyxy in input px, scores (K,) float32, classes (K,) int64)``.
+    """
+    cov = np.asarray(cov, np.float32)
+    bbox = np.asarray(bbox, np.float32)
+    if cov.ndim == 4:
+        cov, bbox = cov[0], bbox[0]
+    C, gh, gw = cov.shape
+    if bbox.shape != (4 * C, gh, gw):
+        raise ValueError(f"bbox head shape {bbox.shape} does not match coverage {cov.shape}")
+    c_idx, ys, xs = np.nonzero(cov >= cluster.conf_threshold)
+    if len(c_idx) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    cxs, cys = grid_centres((gh, gw), params.stride)
+    off = bbox.reshape(C, 4, gh, gw)[c_idx, :, ys, xs] * params.bbox_norm  # (N, 4)
+    boxes = np.stack([cxs[xs] + off[:, 0], cys[ys] + off[:, 1], cxs[xs] + off[:, 2], cys[ys] + off[:, 3]], axis=1)
+    boxes[:, 2] = np.maximum(boxes[:, 2], boxes[:, 0] + 1e-3)
+    boxes[:, 3] = np.maximum(boxes[:, 3], boxes[:, 1] + 1e-3)
+    scores = cov[c_idx, ys, xs]
+    return cluster_boxes(boxes.astype(np.float32), scores, c_idx.astype(np.int64), cluster)
+
+
+def class_agnostic_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+                       iou_threshold: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep one class per face: NMS across classes, (K,4)/(K,)/(K,) as in :func:`cluster_boxes`."""
+    if len(boxes) == 0:
+        return boxes, scores, classes
+    k = nms(boxes, scores, iou_threshold)
+    return boxes[k], scores[k], classes[k]
+
+
+def class_names_from(seq: Sequence[str]) -> Tuple[str, ...]:
+    """Validate a class list read from model metadata."""
+    names = tuple(str(s) for s in seq)
+    if not names:
+        raise ValueError("model metadata lists no classes")
+    return names

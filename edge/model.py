@@ -1,0 +1,121 @@
+"""Model description (ONNX metadata) and the pre/post-processing it drives.
+
+The exporter writes one JSON document into the ONNX ``metadata_props`` under the
+key ``maskwatch``; a runtime needs nothing but the model file.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from edge.decoders import ClusterParams, DetectNetV2Params, class_agnostic_nms, decode_detectnet_v2
+from edge.preprocess import Letterbox, letterbox, to_tensor, unletterbox_boxes
+
+METADATA_KEY = "maskwatch"
+
+
+@dataclass
+class ModelMeta:
+    """Everything a runtime must know to run a maskwatch model file.
+
+    Attributes:
+        classes: class names in output order.
+        input_name: ONNX input tensor name; input is (1, 3, input_h, input_w) float32.
+        input_w, input_h: network input size in px.
+        color: channel order fed to the network, ``"RGB"`` or ``"BGR"``.
+        mean, std: per-channel normalisation in 0-255 pixel units: ``(px - mean) / std``.
+        resize: ``"letterbox"`` or ``"stretch"``.
+        decoder: ``"detectnet_v2"`` (later also ``"yolo"``).
+        outputs: decoder role -> ONNX output name (``coverage``, ``bbox``).
+        stride, bbox_norm, cov_shrink: DetectNet_v2 grid geometry (see :mod:`edge.decoders`).
+        cluster: default clustering parameters (see :class:`edge.decoders.ClusterParams`).
+        class_agnostic_iou: IoU above which boxes of different classes are merged (one class per face).
+        thresholds: per-class operating score threshold chosen at evaluation.
+        version: model version string.
+        metrics: evaluation figures the model reached.
+    """
+
+    classes: List[str] = field(default_factory=lambda: ["mask", "no_mask", "mask_incorrect"])
+    input_name: str = "input"
+    input_w: int = 640
+    input_h: int = 368
+    color: str = "RGB"
+    mean: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: Tuple[float, float, float] = (255.0, 255.0, 255.0)
+    resize: str = "letterbox"
+    decoder: str = "detectnet_v2"
+    outputs: Dict[str, str] = field(default_factory=lambda: {"coverage": "coverage", "bbox": "bbox"})
+    stride: int = 16
+    bbox_norm: float = 35.0
+    cov_shrink: float = 0.5
+    cluster: Dict[str, Any] = field(default_factory=lambda: asdict(ClusterParams()))
+    class_agnostic_iou: float = 0.6
+    thresholds: Dict[str, float] = field(default_factory=dict)
+    version: str = "0.0.0"
+    metrics: Dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelMeta":
+        """Parse the JSON written by :meth:`to_json`; raise ``ValueError`` on unknown keys."""
+        d = json.loads(text)
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model metadata keys {sorted(unknown)}; known: {sorted(known)}")
+        meta = cls(**d)
+        meta.mean, meta.std = tuple(meta.mean), tuple(meta.std)
+        return meta
+
+    @property
+    def detectnet(self) -> DetectNetV2Params:
+        return DetectNetV2Params(self.stride, self.bbox_norm, self.cov_shrink)
+
+    def cluster_params(self, **overrides: Any) -> ClusterParams:
+        d = dict(self.cluster)
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return ClusterParams(**d)
+
+
+def preprocess(frame_bgr: np.ndarray, meta: ModelMeta) -> Tuple[np.ndarray, Letterbox]:
+    """(H, W, 3) uint8 BGR frame -> ((1, 3, input_h, input_w) float32, letterbox mapping)."""
+    img, lb = letterbox(frame_bgr, (meta.input_w, meta.input_h), meta.resize)
+    return to_tensor(img, meta.color, meta.mean, meta.std), lb
+
+
+def postprocess(outputs: Dict[str, np.ndarray], meta: ModelMeta, lb: Letterbox, frame_wh: Tuple[int, int],
+                cluster: ClusterParams = None, class_agnostic: bool = True
+                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw network outputs (by role name) -> detections in frame px.
+
+    Returns:
+        ``(boxes (K, 4) float32 xyxy in frame px, scores (K,) float32, class ids (K,) int64)``.
+
+    Raises:
+        ValueError: for a decoder this runtime does not know.
+    """
+    cluster = cluster or meta.cluster_params()
+    if meta.decoder != "detectnet_v2":
+        raise ValueError(f"unknown decoder {meta.decoder!r} in model metadata; known: ['detectnet_v2']")
+    boxes, scores, classes = decode_detectnet_v2(outputs["coverage"], outputs["bbox"], meta.detectnet, cluster)
+    if class_agnostic and len(boxes):
+        boxes, scores, classes = class_agnostic_nms(boxes, scores, classes, meta.class_agnostic_iou)
+    return unletterbox_boxes(boxes, lb, frame_wh), scores, classes
+
+
+def apply_thresholds(scores: np.ndarray, classes: np.ndarray, meta: ModelMeta,
+                     override: float = None) -> np.ndarray:
+    """(K,) bool mask of detections at or above their class's operating threshold."""
+    if override is not None:
+        return scores >= override
+    thr = np.array([meta.thresholds.get(c, meta.cluster.get("conf_threshold", 0.1)) for c in meta.classes], np.float32)
+    return scores >= thr[classes] if len(scores) else np.zeros(0, bool)
+
+
+def class_names(meta: ModelMeta) -> Sequence[str]:
+    return meta.classes

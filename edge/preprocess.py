@@ -1,0 +1,81 @@
+"""Image pre-processing shared by training, evaluation, export and the runtime.
+
+Training (``models/``) and the appliance (``edge/``) call the same functions, so a
+box means the same thing on both sides.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Tuple
+
+import cv2
+import numpy as np
+
+
+class Letterbox(NamedTuple):
+    """How a frame was mapped into the network input.
+
+    ``scale`` multiplies frame pixels into input pixels; ``pad_x``/``pad_y`` are the
+    left/top padding in input pixels. Stretch resize uses ``scale_x != scale_y``.
+    """
+
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+
+
+def letterbox(image: np.ndarray, size_wh: Tuple[int, int], mode: str = "letterbox",
+              pad_value: int = 114) -> Tuple[np.ndarray, Letterbox]:
+    """Resize ``image`` (H, W, 3) uint8 to ``size_wh`` keeping aspect ratio.
+
+    Args:
+        image: (H, W, 3) uint8 frame.
+        size_wh: network input (width, height) in px.
+        mode: ``"letterbox"`` (uniform scale, centred, padded with ``pad_value``)
+            or ``"stretch"`` (independent x/y scale, no padding).
+
+    Returns:
+        (out, lb): ``out`` is (height, width, 3) uint8; ``lb`` maps frame px to input px
+        as ``x_in = x * lb.scale_x + lb.pad_x``.
+
+    Raises:
+        ValueError: on an unknown ``mode`` or an empty image.
+    """
+    if image.ndim != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"expected a (H, W, 3) image, got shape {image.shape}")
+    out_w, out_h = int(size_wh[0]), int(size_wh[1])
+    h, w = image.shape[:2]
+    if mode == "stretch":
+        sx, sy = out_w / w, out_h / h
+        resized = cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+        return resized, Letterbox(sx, sy, 0.0, 0.0)
+    if mode != "letterbox":
+        raise ValueError(f"resize mode must be 'letterbox' or 'stretch', got {mode!r}")
+    s = min(out_w / w, out_h / h)
+    new_w, new_h = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    pad_x, pad_y = (out_w - new_w) // 2, (out_h - new_h) // 2
+    out = np.full((out_h, out_w, 3), pad_value, dtype=np.uint8)
+    out[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
+    return out, Letterbox(s, s, float(pad_x), float(pad_y))
+
+
+def to_tensor(image_bgr: np.ndarray, color: str = "RGB", mean: Tuple[float, float, float] = (0.0, 0.0, 0.0),
+              std: Tuple[float, float, float] = (255.0, 255.0, 255.0)) -> np.ndarray:
+    """(H, W, 3) uint8 BGR -> (1, 3, H, W) float32, ``(px - mean) / std`` per channel.
+
+    ``mean``/``std`` are in the 0-255 pixel scale and in ``color`` order.
+    """
+    img = image_bgr[:, :, ::-1] if color == "RGB" else image_bgr
+    x = (img.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def unletterbox_boxes(xyxy: np.ndarray, lb: Letterbox, frame_wh: Tuple[int, int]) -> np.ndarray:
+    """Map (N, 4) float32 xyxy boxes from input px back to frame px, clipped to the frame."""
+    out = xyxy.astype(np.float32).copy()
+    out[:, [0, 2]] = (out[:, [0, 2]] - lb.pad_x) / lb.scale_x
+    out[:, [1, 3]] = (out[:, [1, 3]] - lb.pad_y) / lb.scale_y
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, frame_wh[0])
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, frame_wh[1])
+    return out

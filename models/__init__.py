@@ -1,0 +1,1 @@
+"""maskwatch training side: data, augmentation, detector models, training, evaluation, export."""

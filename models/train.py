@@ -1,0 +1,256 @@
+"""Train the DetectNet_v2-style ResNet-18 mask detector.
+
+CLI (the released model's recipe; see models/detectnet_v2_r18/MODEL_CARD.md)::
+
+    python -m models.train --data ../shared/data/face-mask-andrewmvd --out runs/r18 --epochs 45
+
+Seeded; a tqdm bar shows loss and ETA; ``last.pt`` is written every epoch and
+``--resume`` continues from it; validation mAP (faster-coco-eval) is computed
+every epoch and ``best.pt`` keeps the best EMA weights; ``curves.png`` plots loss
+and mAP. Uses CUDA when present, else the CPU with bf16 autocast and
+``channels_last`` (measured ~2.4x faster than fp32 on the 2-core dev machine).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from edge.decoders import CLASS_NAMES, DetectNetV2Params, encode_detectnet_v2
+from edge.model import ModelMeta
+from models import augment
+from models.data import Sample, class_counts, read_dataset, split, write_split
+from models.evaluate import coco_metrics, run_images
+from models.losses import detectnet_v2_loss
+from models.nets import DetectNetV2
+
+log = logging.getLogger("models.train")
+
+
+class TrainSet(Dataset):
+    """Augmented crops with DetectNet_v2 targets.
+
+    Items: ``(image (3,S,S) float32 RGB/255, coverage (C,S/16,S/16), bbox (4C,S/16,S/16))``.
+    """
+
+    def __init__(self, samples: Sequence[Sample], crop: int, geo: DetectNetV2Params, scale=(0.6, 2.5)):
+        self.samples = list(samples)
+        self.images = [cv2.imread(str(s.image)) for s in self.samples]
+        self.crop, self.geo = crop, geo
+        self.t = augment.train_transform(crop, scale)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        s = self.samples[i]
+        img, boxes, labels = augment.apply(self.t, self.images[i], s.boxes, s.labels)
+        cov, bbox = encode_detectnet_v2(boxes, labels, (self.crop, self.crop), len(CLASS_NAMES), self.geo)
+        x = img[:, :, ::-1].astype(np.float32).transpose(2, 0, 1) / 255.0
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(cov), torch.from_numpy(bbox)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+
+
+class EMA:
+    """Exponential moving average of weights and BN buffers, decay ramped as ``d * (1 - exp(-step/2000))``."""
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999):
+        self.model = copy.deepcopy(model).eval()
+        self.decay, self.step = decay, 0
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.step += 1
+        d = self.decay * (1 - math.exp(-self.step / 2000))
+        msd = model.state_dict()
+        for k, v in self.model.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+            else:
+                v.copy_(msd[k])
+
+
+def torch_infer(model: torch.nn.Module, device: torch.device, amp: bool):
+    """Wrap a DetectNetV2 as ``(1,3,H,W) float32 ndarray -> {"coverage", "bbox"}`` for the NumPy decoder."""
+    @torch.no_grad()
+    def infer(x: np.ndarray) -> Dict[str, np.ndarray]:
+        t = torch.from_numpy(x).to(device)
+        if device.type == "cpu":
+            t = t.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            cov, bbox = model(t)
+        return {"coverage": cov.float().cpu().numpy(), "bbox": bbox.float().cpu().numpy()}
+    return infer
+
+
+def validate(model, meta: ModelMeta, samples: Sequence[Sample], device, amp: bool) -> Dict[str, float]:
+    """COCO metrics of ``model`` on ``samples`` at the deployed input size (per-class clustering)."""
+    model.eval()
+    dets = run_images(torch_infer(model, device, amp), meta, [s.image for s in samples], class_agnostic=False)
+    return coco_metrics([(s.boxes, s.labels) for s in samples], dets)
+
+
+def plot_curves(history: List[Dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.plot(ep, [h["loss"] for h in history], label="total"); a1.plot(ep, [h["loss_cov"] for h in history], label="coverage L2")
+    a1.plot(ep, [h["loss_bbox"] for h in history], label="bbox L1"); a1.set_yscale("log"); a1.set_xlabel("epoch")
+    a1.set_title("training loss"); a1.legend(); a1.grid(alpha=0.3)
+    for k in ("AP50_mask", "AP50_no_mask", "AP50_mask_incorrect", "mAP50_mask_no_mask", "mAP50_95"):
+        a2.plot(ep, [h.get(k, float("nan")) for h in history], label=k)
+    a2.set_xlabel("epoch"); a2.set_ylim(0, 1); a2.set_title("validation (EMA weights)"); a2.legend(fontsize=8); a2.grid(alpha=0.3)
+    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+
+
+def build_meta(args) -> ModelMeta:
+    return ModelMeta(input_w=args.input_w, input_h=args.input_h, stride=16, bbox_norm=args.bbox_norm,
+                     cov_shrink=args.cov_shrink)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="VOC or KITTI dataset folder")
+    ap.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, history, plot)")
+    ap.add_argument("--epochs", type=int, default=45)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (cosine, 1 epoch warm-up)")
+    ap.add_argument("--weight-decay", type=float, default=5e-4)
+    ap.add_argument("--crop", type=int, default=320, help="square training crop, px")
+    ap.add_argument("--input-w", type=int, default=640, help="deployed input width, px (validation, export)")
+    ap.add_argument("--input-h", type=int, default=368, help="deployed input height, px")
+    ap.add_argument("--bbox-norm", type=float, default=35.0)
+    ap.add_argument("--cov-shrink", type=float, default=0.5)
+    ap.add_argument("--pos-weight", type=float, nargs=3, default=[10.0, 15.0, 15.0],
+                    help="coverage L2 weight of positive cells per class (mask no_mask mask_incorrect)")
+    ap.add_argument("--bbox-weight", type=float, default=2.0, help="weight of the bbox L1 term")
+    ap.add_argument("--width", type=float, default=1.0, help="backbone width multiplier")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-hex", default="01", help="validation split: md5(stem) first hex digit in this set")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke tests)")
+    ap.add_argument("--no-val", action="store_true", help="skip per-epoch validation (smoke tests)")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    return ap.parse_args(argv)
+
+
+def fit(args: argparse.Namespace) -> Dict:
+    """Train as configured by :func:`parse_args`; returns the history list's last entry."""
+    seed_everything(args.seed)
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    amp = True  # bf16 autocast on CPU (AVX-512 BF16) and CUDA
+    args.out.mkdir(parents=True, exist_ok=True)
+    samples = read_dataset(args.data)
+    train_s, val_s = split(samples, args.val_hex)
+    write_split(args.out / "split.json", train_s, val_s, args.val_hex)
+    if args.limit:
+        train_s = train_s[: args.limit]
+    log.info("train %d images %s, val %d images %s", len(train_s), class_counts(train_s), len(val_s), class_counts(val_s))
+    meta = build_meta(args)
+    geo = meta.detectnet
+    widths = [max(8, int(round(w * args.width))) for w in (64, 128, 256, 512)]
+    model = DetectNetV2(len(CLASS_NAMES), widths).to(device)
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    ds = TrainSet(train_s, args.crop, geo)
+    g = torch.Generator().manual_seed(args.seed)
+    dl = DataLoader(ds, batch_size=min(args.batch, len(ds)), shuffle=True, drop_last=True, generator=g,
+                    num_workers=args.workers, persistent_workers=args.workers > 0,
+                    worker_init_fn=lambda w: ds.t.set_random_seed(args.seed * 1000 + w))
+    if args.workers == 0:
+        ds.t.set_random_seed(args.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    steps_per_epoch = len(dl)
+    total = args.epochs * steps_per_epoch
+    warm = steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+    ema = EMA(model)
+    history: List[Dict] = []
+    start_epoch, best, step = 0, -1.0, 0
+    last = args.out / "last.pt"
+    if args.resume and last.exists():
+        ck = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"]); ema.model.load_state_dict(ck["ema"]); ema.step = ck["ema_step"]
+        opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
+        start_epoch, best, history, step = ck["epoch"] + 1, ck["best"], ck["history"], ck["step"]
+        torch.set_rng_state(ck["rng"])
+        log.info("resumed from %s at epoch %d", last, start_epoch)
+    t_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        sums = {"loss": 0.0, "cov": 0.0, "bbox": 0.0}; n = 0
+        bar = tqdm(dl, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True, mininterval=5)
+        for x, cov_t, bbox_t in bar:
+            x, cov_t, bbox_t = x.to(device), cov_t.to(device), bbox_t.to(device)
+            if device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                cov, bbox = model(x)
+            loss, parts = detectnet_v2_loss(cov, bbox, cov_t, bbox_t, args.pos_weight, args.bbox_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step(); sched.step(); ema.update(model); step += 1
+            sums["loss"] += float(loss.detach()); sums["cov"] += parts["cov"]; sums["bbox"] += parts["bbox"]; n += 1
+            bar.set_postfix(loss=f"{sums['loss'] / n:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+            if args.max_steps and step >= args.max_steps:
+                break
+        rec = {"epoch": epoch + 1, "loss": sums["loss"] / max(n, 1), "loss_cov": sums["cov"] / max(n, 1),
+               "loss_bbox": sums["bbox"] / max(n, 1), "lr": sched.get_last_lr()[0]}
+        if not args.no_val:
+            rec.update(validate(ema.model, meta, val_s, device, amp))
+        rec["elapsed_s"] = time.time() - t_start
+        history.append(rec)
+        score = rec.get("mAP50_mask_no_mask", -rec["loss"])
+        ck = {"model": model.state_dict(), "ema": ema.model.state_dict(), "ema_step": ema.step, "opt": opt.state_dict(),
+              "sched": sched.state_dict(), "epoch": epoch, "best": max(best, score), "history": history, "step": step,
+              "rng": torch.get_rng_state(), "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "widths": widths, "meta": meta.to_json()}
+        torch.save(ck, last)
+        if score > best:
+            best = score
+            torch.save({"ema": ema.model.state_dict(), "widths": widths, "meta": meta.to_json(), "epoch": epoch + 1,
+                        "metrics": rec, "args": ck["args"]}, args.out / "best.pt")
+        (args.out / "history.json").write_text(json.dumps(history, indent=1))
+        plot_curves(history, args.out / "curves.png")
+        eta = (time.time() - t_start) / (epoch + 1 - 0) * (args.epochs - epoch - 1) if epoch >= start_epoch else 0
+        log.info("epoch %d/%d loss %.4f %s | %.0f s elapsed, ETA %.0f s", epoch + 1, args.epochs, rec["loss"],
+                 " ".join(f"{k} {v:.3f}" for k, v in rec.items() if k.startswith(("AP", "mAP"))), rec["elapsed_s"], eta)
+        if args.max_steps and step >= args.max_steps:
+            break
+    return history[-1] if history else {}
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    fit(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,38 @@
+"""maskwatch: face-mask detection appliance for building entrances (Jetson Xavier NX, offline)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="maskwatch",
+    version="0.1.0",
+    description="Offline face-mask detection appliance: camera -> detector -> tracker -> spoken alarm -> monitor",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.8",
+    packages=find_packages(include=["edge", "edge.*", "models", "models.*"]),
+    include_package_data=True,
+    package_data={"edge": ["*.yaml", "assets/*", "py.typed"], "models": ["*/model.onnx", "*/MODEL_CARD.md", "*/*.json"]},
+    install_requires=[
+        # runtime (edge/): Python 3.8 (JetPack 5) to 3.12
+        "numpy>=1.21",
+        "opencv-python-headless>=4.5; platform_machine != 'aarch64'",  # the Jetson uses the system OpenCV (GStreamer)
+        "onnxruntime>=1.14",
+        "pyyaml>=5.4",
+        "pydantic>=2.0,<3",
+        "pygame>=2.1",        # the monitor window (SDL2: X11, Wayland or KMS/DRM); imported only with a display
+        "sounddevice>=0.4",   # alarm playback via PortAudio (apt libportaudio2)
+        "matplotlib>=3.5",    # `maskwatch report --png` only (imported lazily)
+    ],
+    extras_require={
+        "train": [
+            "torch==2.13.0",
+            "onnx>=1.16",
+            "albumentations>=2.0",
+            "faster-coco-eval>=1.6",
+            "matplotlib>=3.7",
+            "tqdm>=4.66",
+        ],
+        "jetson": [],
+        "dev": ["pytest>=7", "vermin>=1.6", "Pillow>=9.2"],  # Pillow: X root-window screenshots in the display test
+    },
+    entry_points={"console_scripts": ["maskwatch=edge.cli:main"]},
+)
