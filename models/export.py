@@ -131,12 +131,20 @@ def main(argv=None) -> int:
     ap.add_argument("--eval", type=Path, help="metrics JSON from models.evaluate to embed (thresholds, AP)")
     ap.add_argument("--version", default="0.0.0")
     ap.add_argument("--opset", type=int, default=13)
+    ap.add_argument("--cluster-method", choices=["dbscan", "nms"], help="default clustering stored in the model")
+    ap.add_argument("--dbscan-eps", type=float)
+    ap.add_argument("--dbscan-min-samples", type=float)
+    ap.add_argument("--iou-threshold", type=float, help="NMS IoU threshold stored in the model")
     ap.add_argument("--fp32-weights", action="store_true", help="store weights as float32 (twice the file size)")
     ap.add_argument("--parity-images", type=Path, help="folder of real images for the PyTorch/ONNX parity check")
     ap.add_argument("--parity-count", type=int, default=8)
     a = ap.parse_args(argv)
     model, meta = load_checkpoint(a.ckpt)
     meta.version = a.version
+    for key, val in (("method", a.cluster_method), ("dbscan_eps", a.dbscan_eps),
+                     ("dbscan_min_samples", a.dbscan_min_samples), ("iou_threshold", a.iou_threshold)):
+        if val is not None:
+            meta.cluster[key] = val
     if a.eval:
         ev = json.loads(a.eval.read_text())
         meta.thresholds = ev["thresholds"]

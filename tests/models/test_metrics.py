@@ -53,6 +53,8 @@ def test_precision_recall_threshold_and_confusion():
     assert p[0] == pytest.approx(1 / 3) and p[1] == pytest.approx(1 / 2)
     thr, prec, rec = choose_threshold(gts, [d], cls=1, min_recall=0.85)
     assert rec >= 0.85 and 0.6 <= thr <= 0.9
+    thr2, prec2, rec2 = choose_threshold(gts, [d], cls=1, min_recall=1.01)  # unreachable: best F2
+    assert (prec2, rec2) == (1.0, 1.0) and 0.6 < thr2 <= 0.9
     cm = confusion(gts, [d], np.array([0.5, 0.5, 0.5], np.float32))
     assert cm[1, 1] == 1      # no_mask found as no_mask
     assert cm[0, 3] == 1      # the mask face (its only detection is below threshold) missed
