@@ -146,6 +146,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="coverage L2 weight of positive cells per class (mask no_mask mask_incorrect)")
     ap.add_argument("--bbox-weight", type=float, default=2.0, help="weight of the bbox L1 term")
     ap.add_argument("--width", type=float, default=1.0, help="backbone width multiplier")
+    ap.add_argument("--scale", type=float, nargs=2, default=[0.6, 2.5], help="scale jitter range (min max)")
+    ap.add_argument("--init", type=Path, help="start from this checkpoint's EMA weights (fine-tuning)")
+    ap.add_argument("--warmup-epochs", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-hex", default="01", help="validation split: md5(stem) first hex digit in this set")
     ap.add_argument("--workers", type=int, default=1)
@@ -174,9 +177,12 @@ def fit(args: argparse.Namespace) -> Dict:
     geo = meta.detectnet
     widths = [max(8, int(round(w * args.width))) for w in (64, 128, 256, 512)]
     model = DetectNetV2(len(CLASS_NAMES), widths).to(device)
+    if args.init:
+        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["ema"])
+        log.info("initialised from %s", args.init)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
-    ds = TrainSet(train_s, args.crop, geo)
+    ds = TrainSet(train_s, args.crop, geo, tuple(args.scale))
     g = torch.Generator().manual_seed(args.seed)
     dl = DataLoader(ds, batch_size=min(args.batch, len(ds)), shuffle=True, drop_last=True, generator=g,
                     num_workers=args.workers, persistent_workers=args.workers > 0,
@@ -186,7 +192,7 @@ def fit(args: argparse.Namespace) -> Dict:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = len(dl)
     total = args.epochs * steps_per_epoch
-    warm = steps_per_epoch
+    warm = max(1, int(args.warmup_epochs * steps_per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
     ema = EMA(model)
