@@ -1,0 +1,177 @@
+"""The speaker: plays the alarm WAV in its own thread, never blocking the frame loop.
+
+* :meth:`AlarmPlayer.play` returns at once; while a clip is still playing a new
+  request is ignored (no overlapping alarms).
+* The volume is a linear gain applied to the samples.
+* A missing or failing sound device is logged once, retried after ``retry_s`` seconds,
+  and never raises into the caller: display and event log keep working.
+
+Playback goes through ``sounddevice`` (PortAudio, apt ``libportaudio2``) to the ALSA
+default device.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import wave
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOUND = Path(__file__).with_name("assets") / "alarm.wav"
+
+
+def load_wav(path: Union[str, Path]) -> Tuple[np.ndarray, int]:
+    """A 16-bit PCM WAV -> ((frames, channels) float32 in [-1, 1], sample rate).
+
+    Raises:
+        ValueError: not a 16-bit PCM WAV.
+        OSError: the file cannot be read.
+    """
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2:
+                raise ValueError(f"{path}: only 16-bit PCM WAV is supported, got {8 * w.getsampwidth()}-bit")
+            rate, ch = w.getframerate(), w.getnchannels()
+            data = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    except wave.Error as e:
+        raise ValueError(f"{path}: not a PCM WAV file ({e})") from None
+    return (data.reshape(-1, ch).astype(np.float32) / 32768.0), rate
+
+
+def resample(samples: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
+    """(frames, channels) float32 at ``rate`` -> the same sound at ``new_rate`` (linear interpolation)."""
+    if rate == new_rate or len(samples) == 0:
+        return samples
+    n = int(round(len(samples) * new_rate / float(rate)))
+    t_old = np.arange(len(samples)) / float(rate)
+    t_new = np.arange(n) / float(new_rate)
+    return np.stack([np.interp(t_new, t_old, samples[:, c]) for c in range(samples.shape[1])],
+                    axis=1).astype(np.float32)
+
+
+class AlarmPlayer:
+    """Non-blocking, non-overlapping alarm playback.
+
+    Args:
+        sound: WAV file (16-bit PCM); ``None``: the built-in chime + "Please wear your mask".
+        volume: linear gain 0-1.
+        retry_s: after a device error, skip playback for this long before trying again.
+    """
+
+    def __init__(self, sound: Union[str, Path, None] = None, volume: float = 0.8, retry_s: float = 30.0):
+        self.played = 0            # clips played to the end
+        self.failed = 0            # attempts that hit a device error
+        self.skipped = 0           # requests ignored: busy, or device in its retry pause
+        self.device_ok = True
+        self._failed_at = None     # type: Optional[float]
+        self._logged_failure = False
+        self._sd = None
+        self._busy = threading.Event()
+        self._request = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.configure(sound, volume, retry_s)
+        self._thread = threading.Thread(target=self._run, name="audio", daemon=True)
+        self._thread.start()
+
+    def configure(self, sound: Union[str, Path, None] = None, volume: float = 0.8, retry_s: float = 30.0) -> None:
+        """Load a (new) sound file and volume; raises ``ValueError``/``OSError`` for a bad file."""
+        path = Path(sound).expanduser() if sound else DEFAULT_SOUND
+        data, rate = load_wav(path)
+        with self._lock:
+            self.path, self.rate, self.volume, self.retry_s = path, rate, float(volume), float(retry_s)
+            self.samples = np.clip(data * self.volume, -1.0, 1.0).astype(np.float32)
+            self.duration = len(data) / float(rate)
+
+    @property
+    def busy(self) -> bool:
+        return self._busy.is_set()
+
+    def play(self) -> bool:
+        """Start the alarm clip in the background. Returns False (and does nothing) while one is still
+        playing or the device is in its retry pause."""
+        if self._busy.is_set():
+            self.skipped += 1
+            return False
+        if self._failed_at is not None and time.monotonic() - self._failed_at < self.retry_s:
+            self.skipped += 1
+            log.debug("sound device failed %.0f s ago; not retrying yet", time.monotonic() - self._failed_at)
+            return False
+        self._busy.set()
+        self._request.set()
+        return True
+
+    def wait(self, timeout: float = 10.0) -> bool:
+        """Wait until no clip is playing; True if idle."""
+        end = time.monotonic() + timeout
+        while self._busy.is_set() and time.monotonic() < end:
+            time.sleep(0.01)
+        return not self._busy.is_set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._request.set()
+        self._thread.join(2.0)
+
+    def _device(self):
+        """The sounddevice module, with PortAudio re-initialised after a failure (so a device plugged in
+        later is found)."""
+        if self._sd is None:
+            import sounddevice  # lazy: raises OSError when libportaudio2 is missing
+            self._sd = sounddevice
+        elif self._failed_at is not None:
+            self._sd._terminate()
+            self._sd._initialize()
+        return self._sd
+
+    def _run(self) -> None:
+        while True:
+            self._request.wait()
+            self._request.clear()
+            if self._stop.is_set():
+                return
+            with self._lock:
+                samples, rate, duration = self.samples, self.rate, self.duration
+            t0 = time.monotonic()
+            try:
+                sd = self._device()
+                try:
+                    sd.play(samples, rate, blocking=True)
+                except sd.PortAudioError as e:  # a raw hw: device may not take 16 kHz: use its own rate
+                    if "sample rate" not in str(e).lower():
+                        raise
+                    dev_rate = int(sd.query_devices(kind="output")["default_samplerate"])
+                    sd.play(resample(samples, rate, dev_rate), dev_rate, blocking=True)
+            except Exception as e:  # OSError (no PortAudio), sounddevice.PortAudioError (no device), ...
+                self.failed += 1
+                self.device_ok = False
+                self._failed_at = time.monotonic()
+                if not self._logged_failure:
+                    log.warning("sound device unavailable (%s); alarms stay silent, retrying every %.0f s",
+                                str(e).splitlines()[0] if str(e) else type(e).__name__, self.retry_s)
+                    self._logged_failure = True
+                self._busy.clear()
+                continue
+            log.info("alarm sound played (%.1f s, volume %.2f)", duration, self.volume)
+            if self._failed_at is not None:
+                log.info("sound device is back")
+            self._failed_at = None
+            self._logged_failure = False
+            self.device_ok = True
+            # a device that does not pace playback (ALSA null) still holds the clip's length: no overlap
+            rest = duration - (time.monotonic() - t0)
+            if rest > 0:
+                self._stop.wait(rest)
+            self.played += 1
+            self._busy.clear()
+
+
+def sound_info(path: Union[str, Path, None] = None) -> str:
+    data, rate = load_wav(path or DEFAULT_SOUND)
+    return f"{os.fspath(path or DEFAULT_SOUND)}: {len(data) / rate:.2f} s, {rate} Hz, {data.shape[1]} ch"

@@ -1,0 +1,150 @@
+"""The ``maskwatch`` command (also ``python -m edge``).
+
+    maskwatch run [-c config.yaml] [--source SRC] [--headless] [--fast] [--max-frames N]
+                  [--events FILE] [--save-video FILE]
+    maskwatch check-config FILE
+    maskwatch bench --source FILE [-c config.yaml] [--max-frames N] [--json]
+    maskwatch report --day YYYY-MM-DD [-c config.yaml] [--events FILE] [--png out.png] [--json]
+
+Exit codes: 0 ok, 1 runtime error (model or source missing), 2 invalid config or arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from edge import __version__
+from edge.config import EXAMPLE_CONFIG, Config, ConfigError, load
+from edge.systemd import setup_logging
+
+log = logging.getLogger("maskwatch")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="maskwatch", description="Offline face-mask detection appliance.")
+    ap.add_argument("--version", action="version", version=f"maskwatch {__version__}")
+    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
+    sub.required = True
+
+    r = sub.add_parser("run", help="run the appliance")
+    r.add_argument("-c", "--config", help=f"YAML config (default: built-in defaults; example: {EXAMPLE_CONFIG})")
+    r.add_argument("--source", help="camera (/dev/video0, 0), video file, image folder or GStreamer pipeline")
+    r.add_argument("--headless", action="store_true", help="no window")
+    r.add_argument("--fast", action="store_true", help="files: process every frame as fast as possible, no pacing")
+    r.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
+    r.add_argument("--events", metavar="FILE", help="alarm events as JSON lines (overrides events.path)")
+    r.add_argument("--save-video", metavar="FILE", help="write the annotated stream (.mp4 or .avi)")
+
+    c = sub.add_parser("check-config", help="validate a config file: prints OK or every error")
+    c.add_argument("file")
+
+    b = sub.add_parser("bench", help="per-stage timings and frames/s on a video file")
+    b.add_argument("--source", required=True, help="a video file")
+    b.add_argument("-c", "--config", help="YAML config (model, thresholds, ...)")
+    b.add_argument("--max-frames", type=int, metavar="N", help="only the first N frames")
+    b.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+
+    p = sub.add_parser("report", help="a day's people counts (and a bar chart PNG)")
+    p.add_argument("--day", required=True, help="YYYY-MM-DD")
+    p.add_argument("-c", "--config", help="YAML config (for the event log paths)")
+    p.add_argument("--events", metavar="FILE", help="the alarm events file (default: from the config)")
+    p.add_argument("--counts", metavar="FILE", help="the counts file (default: from the config)")
+    p.add_argument("--png", metavar="FILE", help="also save a bar chart (needs matplotlib)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return ap
+
+
+def _load(path: Optional[str]) -> Config:
+    cfg = load(path)
+    return cfg
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        load(args.file)
+    except ConfigError as e:
+        print(f"{args.file}: INVALID", file=sys.stderr)
+        for line in e.errors:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: OK")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.pipeline import Pipeline, RunOptions, with_overrides
+    from edge.sources import SourceError
+
+    overrides = {"source": args.source, "headless": args.headless, "fast": args.fast, "events": args.events,
+                 "save_video": args.save_video}
+    cfg = with_overrides(_load(args.config), **overrides)
+    setup_logging(cfg.log_level)
+    pipe = Pipeline(cfg, RunOptions(max_frames=args.max_frames, config_path=args.config, overrides=overrides))
+
+    def on_signal(signum, _frame):
+        if signum == signal.SIGHUP:
+            log.info("SIGHUP: reloading %s", args.config or "(no config file)")
+            pipe.request_reload()
+        else:
+            pipe.stop(signal.Signals(signum).name)
+
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    try:
+        pipe.run()
+    except (FileNotFoundError, SourceError) as e:
+        log.error("%s", e)
+        return 1
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge.bench import format_bench, run_bench
+    cfg = _load(args.config)
+    setup_logging("WARNING")
+    try:
+        r = run_bench(args.source, cfg, args.max_frames)
+    except (FileNotFoundError, OSError) as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(r) if args.json else format_bench(r))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from edge.events import day_report, format_report, save_report_png
+    cfg = _load(args.config)
+    events = Path(args.events) if args.events else cfg.events.resolved_path()
+    counts = Path(args.counts) if args.counts else (events.with_name("counts.jsonl") if args.events
+                                                     else cfg.events.resolved_counts_path())
+    try:
+        rep = day_report(args.day, counts, events)
+    except ValueError:
+        print(f"report: --day must be YYYY-MM-DD, got {args.day!r}", file=sys.stderr)
+        return 2
+    print(json.dumps(rep) if args.json else format_report(rep))
+    if args.png:
+        out = save_report_png(rep, args.png)
+        if not args.json:
+            print(f"chart: {out}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd == "check-config":
+        return cmd_check_config(args)
+    try:
+        return {"run": cmd_run, "bench": cmd_bench, "report": cmd_report}[args.cmd](args)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

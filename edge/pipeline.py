@@ -1,0 +1,359 @@
+"""The appliance's top loop: capture -> detect -> track -> alarm policy -> sinks.
+
+Read :meth:`Pipeline.run` first: the whole data path is on one page. Everything it
+calls lives in its own module (sources, detector, tracking, policy, overlay, display,
+audio, events, systemd).
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Deque, Dict, List, Optional
+
+import numpy as np
+
+from edge.audio import AlarmPlayer, load_wav
+from edge.backends.base import Backend
+from edge.config import Config, ConfigError, diff, load
+from edge.detector import Detector, load_backend
+from edge.display import VideoSink, open_display
+from edge.events import EventLog, HourlyCounts, save_snapshot
+from edge.overlay import Overlay
+from edge.policy import AlarmPolicy
+from edge.sources import Capture, Source, SourceError, make_source
+from edge.systemd import Notifier
+from edge.tracking import Tracker
+from edge.types import AlarmEvent
+
+log = logging.getLogger(__name__)
+
+#: the benchmark's stages, in data-path order
+STAGES = ("capture", "preprocess", "inference", "decode_cluster", "track_policy", "overlay")
+
+#: config keys that only take effect after a restart
+RESTART_KEYS = ("model.path", "model.backend", "model.threads", "display.enabled", "display.fullscreen",
+                "display.window_", "display.save_video", "events.")
+
+
+@dataclass
+class RunOptions:
+    """Run-time switches that are not part of the config file.
+
+    Attributes:
+        max_frames: stop after this many processed frames (None: until the source ends or SIGTERM).
+        config_path: the file SIGHUP reloads (None: built-in defaults, nothing to reload).
+        overrides: command-line overrides re-applied on every reload (see :func:`with_overrides`).
+        draw: draw the overlay even without a display or video sink (the benchmark measures it).
+        sound: play alarms (the benchmark turns it off).
+    """
+
+    max_frames: Optional[int] = None
+    config_path: Optional[str] = None
+    overrides: Dict[str, object] = field(default_factory=dict)
+    draw: bool = False
+    sound: bool = True
+
+
+@dataclass
+class RunResult:
+    frames: int = 0                 # frames processed
+    captured: int = 0               # frames read from the source
+    dropped: int = 0                # frames skipped because processing was slower (latest-frame mode)
+    reconnects: int = 0
+    alarms: List[AlarmEvent] = field(default_factory=list)
+    counts: Dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0            # from the first to the last processed frame
+    reason: str = ""                # why the loop ended
+
+    @property
+    def fps(self) -> float:
+        return (self.frames - 1) / self.seconds if self.frames > 1 and self.seconds > 0 else 0.0
+
+
+def with_overrides(cfg: Config, source: Optional[str] = None, headless: bool = False, fast: bool = False,
+                   events: Optional[str] = None, save_video: Optional[str] = None) -> Config:
+    """``cfg`` with the command-line switches applied (validated like the file)."""
+    d = cfg.model_dump()
+    if source:
+        d["camera"]["source"] = str(source)
+    if fast:
+        d["camera"]["realtime"] = False
+    if headless:
+        d["display"]["enabled"] = False
+    if events:
+        d["events"]["path"] = str(events)
+    if save_video:
+        d["display"]["save_video"] = str(save_video)
+    return Config.model_validate(d)
+
+
+class StageTimes:
+    """Per-stage durations (s) of the most recent frames, for the benchmark and the log."""
+
+    def __init__(self, keep: int = 20000):
+        self.times = {s: collections.deque(maxlen=keep) for s in STAGES}  # type: Dict[str, Deque[float]]
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.times.setdefault(stage, collections.deque(maxlen=20000)).append(seconds)
+
+    def summary(self) -> Dict[str, Dict[str, float]]:
+        out = {}
+        for s, v in self.times.items():
+            if v:
+                a = np.asarray(v) * 1000.0
+                out[s] = {"ms_median": round(float(np.median(a)), 3), "ms_p95": round(float(np.percentile(a, 95)), 3),
+                          "n": len(a)}
+        return out
+
+
+class FpsMeter:
+    """Smoothed processing rate (frames/s) and the time span from the first to the last frame."""
+
+    def __init__(self) -> None:
+        self.fps = 0.0
+        self.first = self.last = None  # type: Optional[float]
+
+    def tick(self) -> float:
+        now = time.monotonic()
+        if self.last is not None:
+            rate = 1.0 / max(now - self.last, 1e-6)
+            self.fps = 0.9 * self.fps + 0.1 * rate if self.fps else rate
+        self.first = self.first if self.first is not None else now
+        self.last = now
+        return self.fps
+
+    @property
+    def span(self) -> float:
+        return (self.last - self.first) if self.first is not None and self.last is not None else 0.0
+
+
+class Pipeline:
+    """The appliance. ``run()`` blocks until the source ends, ``max_frames``, the window closes or :meth:`stop`.
+
+    Args:
+        cfg: the configuration (with command-line overrides applied).
+        opts: run-time switches.
+        backend: an already loaded backend (default: load ``cfg.model``).
+        source: a source object (default: :func:`edge.sources.make_source` of ``cfg.camera.source``).
+        notifier: sd_notify sender (default: from ``$NOTIFY_SOCKET``).
+    """
+
+    def __init__(self, cfg: Config, opts: Optional[RunOptions] = None, backend: Optional[Backend] = None,
+                 source: Optional[Source] = None, notifier: Optional[Notifier] = None):
+        self.cfg = cfg
+        self.opts = opts or RunOptions()
+        self.backend = backend
+        self.source = source
+        self.notifier = notifier or Notifier()
+        self.stages = StageTimes()
+        self.result = RunResult()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self.stop_reason = ""
+        self.capture = None  # type: Optional[Capture]
+        self.tracker = self.counts = self.events = self.speaker = self.display = self.video = None
+        self._t_status = 0.0
+
+    # ------------------------------------------------------------------ control (signal handlers call these)
+    def stop(self, reason: str = "stop requested") -> None:
+        self.stop_reason = self.stop_reason or reason
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> RunResult:
+        cfg, res, opts = self.cfg, self.result, self.opts
+        self.notifier.status("loading model")
+        backend = self.backend or load_backend(cfg.model.backend, cfg.model.resolved_path(), cfg.model.threads)
+        backend.warmup()
+        classes = list(backend.meta.classes)
+        self.detector = Detector(backend, cfg.model, timer=self.stages.add)
+        self.tracker = Tracker(cfg.tracker, num_classes=len(classes))
+        self.policy = AlarmPolicy(cfg.alarm, cfg.zone, classes)
+        self.overlay = Overlay(classes, cfg.zone.polygon if cfg.display.show_zone else ())
+        self.speaker = AlarmPlayer(cfg.alarm.sound, cfg.alarm.volume, cfg.alarm.audio_retry_s) if opts.sound else None
+        self.events = EventLog(cfg.events.resolved_path())
+        self.counts = HourlyCounts(cfg.events.resolved_counts_path(), classes)
+        self.display = open_display(cfg.display.fullscreen, (cfg.display.window_width, cfg.display.window_height)) \
+            if cfg.display.enabled else None
+        self.capture = self._start_capture(self.source or self._make_source(cfg))
+        self.video = VideoSink(cfg.display.save_video, self.capture.source.fps) if cfg.display.save_video else None
+        log.info("running: model %s (%s), source %s, display %s, events %s", cfg.model.resolved_path().name,
+                 cfg.model.backend, self.capture.source.name, "on" if self.display else "off", self.events.path)
+        t_start, meter, last_index = time.monotonic(), FpsMeter(), None
+        try:
+            while not self._stop.is_set():
+                self._housekeeping(t_start, meter.fps)                      # SIGHUP, READY/WATCHDOG/STATUS
+                frame = self.capture.read(timeout=0.25)                      # 1. capture (own thread)
+                if frame is None:
+                    if self.capture.done:
+                        self.stop_reason = self.stop_reason or "source ended"
+                        break
+                    continue
+                fps = meter.tick()
+                dets = self.detector(frame.image)                            # 2. pre-process, infer, decode
+                t0 = time.perf_counter()
+                dets = self.tracker.update(dets, frame.t, frame.wall)        # 3. track + class vote
+                alarms = self.policy.update(dets, self.tracker, frame)       # 4. alarm policy
+                self._count(self.tracker.pop_finished())
+                self.stages.add("track_policy", time.perf_counter() - t0)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("frame %d: %s", frame.index, self._describe(dets))
+                for ev in alarms:                                            # 5. event log, speaker
+                    self._alarm(ev, frame.image)
+                if self.display or self.video or opts.draw:                  # 6. monitor, video file
+                    t0 = time.perf_counter()
+                    shown = self.overlay.draw(frame.image, dets, fps, self.policy.banner_active(frame.t))
+                    self.stages.add("overlay", time.perf_counter() - t0)
+                    if self.display and not self.display.show(shown):
+                        self.stop("window closed")
+                    if self.video:
+                        repeat = 1 if last_index is None else max(1, min(frame.index - last_index, 100))
+                        for _ in range(repeat):  # keep the file in real time when frames were dropped
+                            self.video.write(shown)
+                last_index = frame.index
+                res.frames += 1
+                if opts.max_frames and res.frames >= opts.max_frames:
+                    self.stop_reason = self.stop_reason or "max frames"
+                    break
+        finally:
+            res.seconds = meter.span
+            self._shutdown()
+        return res
+
+    # ------------------------------------------------------------------ helpers
+    def _make_source(self, cfg: Config) -> Source:
+        c = cfg.camera
+        return make_source(c.source, c.width, c.height, c.fps, c.fourcc)
+
+    def _start_capture(self, source: Source) -> Capture:
+        c = self.cfg.camera
+        recorded_fast = not source.live and not c.realtime
+        cap = Capture(source, latest_only=not recorded_fast, pace=c.realtime, reconnect_min_s=c.reconnect_min_s,
+                      reconnect_max_s=c.reconnect_max_s,
+                      on_frame_time=lambda dt: self.stages.add("capture", dt)).start()
+        if not source.live:  # a missing file is an error, not something to wait for
+            deadline = time.monotonic() + 30
+            while cap.open_attempts == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if cap.ended and cap.error:
+                cap.stop()
+                raise SourceError(cap.error)
+        return cap
+
+    def _housekeeping(self, t_start: float, fps: float) -> None:
+        """A pending SIGHUP reload; READY once the model is warm and the camera open; WATCHDOG every loop;
+        STATUS every 2 s; reopening a camera that stalled."""
+        if self._reload.is_set():
+            self._apply_reload()
+        if self.display is not None and not self.display.pump():
+            self.stop("window closed")
+        cap, n = self.capture, self.notifier
+        if not n.ready_sent and (cap.is_open or time.monotonic() - t_start > self.cfg.camera.ready_timeout_s):
+            n.ready("running" if cap.is_open else f"waiting for camera: {cap.error}")
+            self._t_status = 0.0
+        if n.ready_sent:
+            n.watchdog()
+        live = cap.source.live
+        if live and cap.is_open and time.monotonic() - cap.last_frame_time > self.cfg.camera.stall_timeout_s:
+            log.warning("no frame from %s for %.0f s; reopening", cap.source.name, self.cfg.camera.stall_timeout_s)
+            cap.last_frame_time = time.monotonic()
+            cap.request_reopen()
+        if n.ready_sent and time.monotonic() - self._t_status >= 2.0:
+            self._t_status = time.monotonic()
+            t = self.counts.total
+            cam = "camera ok" if cap.is_open else f"camera lost ({cap.error})"
+            n.status(f"{fps:.1f} fps, {cam}, people mask={t['mask']} no_mask={t['no_mask']} "
+                     f"mask_incorrect={t['mask_incorrect']}, alarms={len(self.result.alarms)}, dropped={cap.dropped}")
+
+    def _describe(self, dets) -> str:
+        classes = self.detector.classes
+        return ", ".join(f"#{int(t)} {classes[int(c)]} {s:.2f} w{w:.0f}" for t, c, s, w in
+                         zip(dets.track_id, dets.class_id, dets.scores, dets.width)) or "no faces"
+
+    def _alarm(self, ev: AlarmEvent, image: np.ndarray) -> None:
+        self.result.alarms.append(ev)
+        self.events.write(ev)
+        if self.speaker is not None and not ev.suppressed:
+            self.speaker.play()
+        if self.cfg.events.snapshots:
+            save_snapshot(image, ev, self.cfg.events.resolved_snapshot_dir())
+
+    def _count(self, tracks) -> None:
+        classes = self.detector.classes
+        for tr in tracks:
+            if self.policy.counts_as_person(tr.id):
+                self.counts.add(classes[tr.lifetime_class], tr.first_wall)
+
+    def _apply_reload(self) -> None:
+        """SIGHUP: load the file again; apply what can change live; on any error keep the running config."""
+        self._reload.clear()
+        path = self.opts.config_path
+        if not path:
+            log.warning("SIGHUP: no config file was given (built-in defaults); nothing to reload")
+            return
+        self.notifier.reloading()
+        try:
+            new = with_overrides(load(path), **self.opts.overrides)
+            if new.alarm.sound != self.cfg.alarm.sound and new.alarm.sound:
+                load_wav(new.alarm.sound)  # fail before anything is applied
+        except (ConfigError, ValueError, OSError) as e:
+            log.error("config reload failed; keeping the running config:\n%s", e)
+            self.notifier.notify("READY=1", "STATUS=config reload failed, running config kept")
+            return
+        changed = diff(self.cfg, new)
+        logging.getLogger().setLevel(new.log_level)
+        self.detector.configure(new.model)
+        self.tracker.configure(new.tracker)
+        self.policy.configure(new.alarm, new.zone)
+        self.overlay.set_zone(new.zone.polygon if new.display.show_zone else ())
+        if self.speaker is not None:
+            self.speaker.configure(new.alarm.sound, new.alarm.volume, new.alarm.audio_retry_s)
+        if any(k.startswith("camera.") for k in changed) and self.source is None:
+            log.info("camera settings changed: reopening the source")
+            old_cfg, self.cfg = self.cfg, new
+            self.capture.stop()
+            try:
+                self.capture = self._start_capture(self._make_source(new))
+            except SourceError as e:
+                log.error("cannot open the new source (%s); keeping %s", e, old_cfg.camera.source)
+                self.cfg = old_cfg
+                self.capture = self._start_capture(self._make_source(old_cfg))
+                new = with_overrides(new.model_copy(update={"camera": old_cfg.camera}))
+                changed = [k for k in changed if not k.startswith("camera.")]
+        restart = [k for k in changed if any(k.startswith(p) for p in RESTART_KEYS)]
+        if restart:
+            log.warning("config reload: %s take effect after a restart", ", ".join(restart))
+        self.cfg = new
+        log.info("config reloaded from %s; changed: %s", path, ", ".join(changed) or "nothing")
+        self.notifier.notify("READY=1", "STATUS=config reloaded")
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        if self.capture is not None:
+            self.capture.stop()
+        if self.tracker is not None and self.counts is not None:
+            self._count(self.tracker.end_all())
+            self.counts.flush()
+            self.result.counts = dict(self.counts.total)
+        for name in ("events", "speaker", "display", "video"):
+            obj = getattr(self, name)
+            if obj is not None:
+                try:
+                    if name == "speaker":
+                        obj.wait(timeout=5.0)
+                    obj.close()
+                except Exception:  # one failing sink must not keep the others from closing
+                    log.exception("closing %s failed", name)
+        if self.capture is not None:
+            self.result.captured, self.result.dropped = self.capture.frames, self.capture.dropped
+            self.result.reconnects = self.capture.reconnects
+        self.result.reason = self.stop_reason
+        log.info("stopped (%s): %d frames, %.1f fps, %d dropped, %d alarms, people %s", self.stop_reason,
+                 self.result.frames, self.result.fps, self.result.dropped, len(self.result.alarms),
+                 dict(self.result.counts))

@@ -1,0 +1,152 @@
+"""The alarm policy: when does a tracked face become an alarm an admin can trust?
+
+A confirmed track raises **one** alarm when all of these hold:
+
+* its face is eligible: width within ``zone.min_face_px``..``zone.max_face_px`` and
+  centre inside the entrance polygon (if one is set);
+* its voted class (see :mod:`edge.tracking`) is one of ``alarm.classes`` with at
+  least ``alarm.vote_fraction`` of the vote;
+* that has held for ``alarm.min_frames`` eligible frames **and** ``alarm.min_seconds``;
+* no alarm was raised in the last ``alarm.cooldown_s`` seconds (a track held back by
+  the cooldown alarms once the cooldown is over, if it still qualifies).
+
+Inside quiet hours the alarm is still logged, marked ``suppressed``, but not sounded.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from edge.config import AlarmConfig, ZoneConfig
+from edge.tracking import Tracker
+from edge.types import AlarmEvent, Detections, Frame
+
+log = logging.getLogger(__name__)
+
+
+def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """(N,) bool: which (N, 2) points lie inside the (M, 2) polygon (even-odd ray casting)."""
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    poly = np.asarray(polygon, np.float64).reshape(-1, 2)
+    x, y = pts[:, 0:1], pts[:, 1:2]
+    x1, y1 = poly[:, 0][None, :], poly[:, 1][None, :]
+    x2, y2 = np.roll(poly[:, 0], -1)[None, :], np.roll(poly[:, 1], -1)[None, :]
+    crosses = (y1 > y) != (y2 > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xint = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
+    return (crosses & (x < xint)).sum(axis=1) % 2 == 1
+
+
+def in_quiet_hours(ranges: Sequence, when: float) -> bool:
+    """Whether wall-clock time ``when`` (epoch s, local time) falls in any (start, end) minute range."""
+    lt = time.localtime(when)
+    m = lt.tm_hour * 60 + lt.tm_min
+    for start, end in ranges:
+        if start <= end and start <= m < end:
+            return True
+        if start > end and (m >= start or m < end):  # wraps midnight
+            return True
+    return False
+
+
+class _Held:
+    __slots__ = ("cls", "since", "frames", "scores", "done")
+
+    def __init__(self) -> None:
+        self.cls = -1
+        self.since = 0.0
+        self.frames = 0
+        self.scores = []  # type: List[float]
+        self.done = False
+
+
+class AlarmPolicy:
+    """Turns tracked detections into alarm events.
+
+    Args:
+        alarm, zone: settings; :meth:`configure` swaps them at run time.
+        classes: the model's class names.
+    """
+
+    def __init__(self, alarm: AlarmConfig, zone: ZoneConfig, classes: Sequence[str]):
+        self.classes = list(classes)
+        self.last_alarm_t = None  # type: Optional[float]
+        self.last_sounded_t = None  # type: Optional[float]
+        self._held = {}  # type: Dict[int, _Held]
+        self.seen_frames = {}  # type: Dict[int, int]  # eligible frames per track, for the people counts
+        self.configure(alarm, zone)
+
+    def configure(self, alarm: AlarmConfig, zone: ZoneConfig) -> None:
+        self.alarm, self.zone = alarm, zone
+        self.alarm_ids = {self.classes.index(c) for c in alarm.classes if c in self.classes}
+        self.quiet = alarm.quiet_ranges()
+
+    def eligible(self, dets: Detections, frame_wh) -> np.ndarray:
+        """(N,) bool: face size within limits and centre inside the zone."""
+        w = dets.width
+        ok = (w >= self.zone.min_face_px) & (w <= self.zone.max_face_px)
+        if self.zone.polygon and len(dets):
+            poly = np.asarray(self.zone.polygon, np.float64) * np.asarray(frame_wh, np.float64)
+            ok &= points_in_polygon(dets.centre, poly)
+        return ok
+
+    def update(self, dets: Detections, tracker: Tracker, frame: Frame) -> List[AlarmEvent]:
+        """Advance every visible confirmed track by one frame; return the alarms raised now."""
+        events = []  # type: List[AlarmEvent]
+        if dets.track_id is None:
+            raise ValueError("the policy needs tracked detections (track_id set)")
+        ok = self.eligible(dets, frame.wh)
+        live_ids = {tr.id for tr in tracker.tracks if tr.id > 0}
+        for tid in list(self._held):
+            if tid not in live_ids:
+                del self._held[tid]
+        for i in np.nonzero((dets.track_id > 0) & ok)[0]:
+            tid = int(dets.track_id[i])
+            tr = tracker.get(tid)
+            if tr is None:
+                continue
+            self.seen_frames[tid] = self.seen_frames.get(tid, 0) + 1
+            held = self._held.setdefault(tid, _Held())
+            cls, share, _ = tr.vote(tracker.num_classes)
+            if cls not in self.alarm_ids or share < self.alarm.vote_fraction:
+                held.cls, held.frames, held.scores = -1, 0, []
+                continue
+            if held.cls != cls:
+                held.cls, held.since, held.frames, held.scores = cls, frame.t, 0, []
+            held.frames += 1
+            held.scores.append(float(dets.scores[i]))
+            if held.done or not self.alarm.enabled:
+                continue
+            duration = frame.t - held.since
+            if held.frames < self.alarm.min_frames or duration < self.alarm.min_seconds:
+                continue
+            if self.last_alarm_t is not None and 0 <= frame.t - self.last_alarm_t < self.alarm.cooldown_s:
+                continue
+            held.done = True
+            self.last_alarm_t = frame.t
+            quiet = in_quiet_hours(self.quiet, frame.wall)
+            if not quiet:
+                self.last_sounded_t = frame.t
+            ev = AlarmEvent(time=datetime.datetime.fromtimestamp(frame.wall).astimezone().isoformat(
+                timespec="milliseconds"), frame=frame.index, track_id=tid, cls=self.classes[cls],
+                score=float(np.mean(held.scores)), duration_s=duration, source_t=frame.t, suppressed=quiet,
+                extra={"box": [round(float(v), 1) for v in dets.xyxy[i]]})
+            log.info("ALARM track %d %s score %.2f held %.1f s (%d frames)%s", tid, ev.cls, ev.score, duration,
+                     held.frames, " [quiet hours: not sounded]" if quiet else "")
+            events.append(ev)
+        return events
+
+    def counts_as_person(self, track_id: int) -> bool:
+        """Whether an ended track was a person worth counting: eligible (size, zone) for at least
+        ``alarm.min_frames`` frames. Forgets the track."""
+        return self.seen_frames.pop(track_id, 0) >= self.alarm.min_frames
+
+    def banner_active(self, t: float) -> bool:
+        """Whether the alarm banner shows at frame time ``t`` (``alarm.banner_s`` after the last sounded alarm)."""
+        if self.last_sounded_t is None:
+            return False
+        return 0 <= t - self.last_sounded_t < self.alarm.banner_s

@@ -1,0 +1,45 @@
+"""Helpers for the edge tests (plain functions; fixtures are in conftest.py)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_config(path: Path, model: Path, extra: str = "") -> Path:
+    """A config file using ``model`` plus extra YAML (top-level sections)."""
+    path.write_text(f"model:\n  path: {model}\n{extra}", encoding="utf-8")
+    return path
+
+
+def alsa_home(tmp_path: Path, pcm: str = "{ type null }") -> Path:
+    """A HOME whose .asoundrc makes the ALSA default device ``pcm`` (null: plays without hardware)."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    (home / ".asoundrc").write_text(f"pcm.!default {pcm}\n", encoding="utf-8")
+    return home
+
+
+def maskwatch_cmd() -> list:
+    """The console script when installed, else ``python -m edge``."""
+    exe = shutil.which("maskwatch")
+    return [exe] if exe else [sys.executable, "-m", "edge"]
+
+
+def run_env(home: Path, **extra: str) -> dict:
+    env = dict(os.environ)
+    for k in ("DISPLAY", "WAYLAND_DISPLAY", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM",
+              "SDL_VIDEODRIVER"):
+        env.pop(k, None)
+    env.update(HOME=str(home), PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def run_maskwatch(args: list, home: Path, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(maskwatch_cmd() + [str(a) for a in args], cwd=str(REPO), env=run_env(home, **env),
+                          capture_output=True, text=True, timeout=timeout)
