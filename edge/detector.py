@@ -6,14 +6,13 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 
 from edge.backends.base import Backend
 from edge.config import ModelConfig
-from edge.model import ModelMeta, apply_thresholds, postprocess
-from edge.preprocess import Letterbox, letterbox
+from edge.model import ModelMeta, apply_thresholds, postprocess, preprocess
 from edge.types import Detections
 
 log = logging.getLogger(__name__)
@@ -34,34 +33,6 @@ def load_backend(name: str, path: Union[str, Path], threads: int = 0) -> Backend
         raise FileNotFoundError(f"no model file at {path}")
     from edge.backends.onnxruntime import OnnxRuntimeBackend
     return OnnxRuntimeBackend(path, threads=threads or None)
-
-
-def to_tensor_fast(image_bgr: np.ndarray, color: str = "RGB", mean=(0.0, 0.0, 0.0),
-                   std=(255.0, 255.0, 255.0)) -> np.ndarray:
-    """Same result as :func:`edge.preprocess.to_tensor` (to float32 rounding), about 10x faster.
-
-    (H, W, 3) uint8 BGR -> (1, 3, H, W) float32 ``(px - mean) / std``: each channel plane is converted
-    straight into its slot of the output, instead of a float copy of the whole image, a strided
-    channel flip and a transposing copy.
-    """
-    mean = np.asarray(mean, np.float32)
-    inv_std = 1.0 / np.asarray(std, np.float32)
-    order = (2, 1, 0) if color == "RGB" else (0, 1, 2)
-    h, w = image_bgr.shape[:2]
-    out = np.empty((1, 3, h, w), np.float32)
-    for c, src in enumerate(order):
-        plane = out[0, c]
-        plane[...] = image_bgr[:, :, src]
-        if mean[c]:
-            plane -= mean[c]
-        plane *= inv_std[c]
-    return out
-
-
-def fast_preprocess(frame_bgr: np.ndarray, meta: ModelMeta) -> Tuple[np.ndarray, Letterbox]:
-    """:func:`edge.model.preprocess` with :func:`to_tensor_fast` (the shared letterbox is unchanged)."""
-    img, lb = letterbox(frame_bgr, (meta.input_w, meta.input_h), meta.resize)
-    return to_tensor_fast(img, meta.color, meta.mean, meta.std), lb
 
 
 class Detector:
@@ -100,7 +71,7 @@ class Detector:
     def __call__(self, image: np.ndarray) -> Detections:
         """(H, W, 3) uint8 BGR frame -> detections at or above their class thresholds, in frame px."""
         t0 = time.perf_counter()
-        x, lb = fast_preprocess(image, self.meta)
+        x, lb = preprocess(image, self.meta)
         t0 = self._t("preprocess", t0)
         outputs = self.backend.infer(x)
         t0 = self._t("inference", t0)
