@@ -18,7 +18,7 @@ clustered per class by DBSCAN (as TAO and DeepStream do) or NMS.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Tuple
 
 import numpy as np
 
@@ -269,10 +269,3 @@ def class_agnostic_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarra
     k = nms(boxes, scores, iou_threshold)
     return boxes[k], scores[k], classes[k]
 
-
-def class_names_from(seq: Sequence[str]) -> Tuple[str, ...]:
-    """Validate a class list read from model metadata."""
-    names = tuple(str(s) for s in seq)
-    if not names:
-        raise ValueError("model metadata lists no classes")
-    return names

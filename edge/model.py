@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -116,6 +116,3 @@ def apply_thresholds(scores: np.ndarray, classes: np.ndarray, meta: ModelMeta,
     thr = np.array([meta.thresholds.get(c, meta.cluster.get("conf_threshold", 0.1)) for c in meta.classes], np.float32)
     return scores >= thr[classes] if len(scores) else np.zeros(0, bool)
 
-
-def class_names(meta: ModelMeta) -> Sequence[str]:
-    return meta.classes

@@ -244,7 +244,7 @@ def fit(args: argparse.Namespace) -> Dict:
                         "metrics": rec, "args": ck["args"]}, args.out / "best.pt")
         (args.out / "history.json").write_text(json.dumps(history, indent=1))
         plot_curves(history, args.out / "curves.png")
-        eta = (time.time() - t_start) / (epoch + 1 - 0) * (args.epochs - epoch - 1) if epoch >= start_epoch else 0
+        eta = rec["elapsed_s"] / (epoch + 1) * (args.epochs - epoch - 1)
         log.info("epoch %d/%d loss %.4f %s | %.0f s elapsed, ETA %.0f s", epoch + 1, args.epochs, rec["loss"],
                  " ".join(f"{k} {v:.3f}" for k, v in rec.items() if k.startswith(("AP", "mAP"))), rec["elapsed_s"], eta)
         if args.max_steps and step >= args.max_steps:
