@@ -5,6 +5,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,3 +45,26 @@ def run_env(home: Path, **extra: str) -> dict:
 def run_maskwatch(args: list, home: Path, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(maskwatch_cmd() + [str(a) for a in args], cwd=str(REPO), env=run_env(home, **env),
                           capture_output=True, text=True, timeout=timeout)
+
+
+class LogReader(threading.Thread):
+    """Collects a child process's text stream in the background so a test can wait for a log line."""
+
+    def __init__(self, stream):
+        super().__init__(daemon=True)
+        self.stream, self.text = stream, ""
+
+    def run(self):
+        for line in self.stream:
+            self.text += line
+
+    def wait_for(self, needle: str, timeout: float = 120) -> bool:
+        """True once ``needle`` has appeared, False after ``timeout`` s without it."""
+        end = time.monotonic() + timeout
+        while needle not in self.text and time.monotonic() < end:
+            time.sleep(0.05)
+        return needle in self.text
+
+    def expect(self, needle: str, timeout: float = 120) -> None:
+        """Assert that ``needle`` appears within ``timeout`` s, showing the log tail if not."""
+        assert self.wait_for(needle, timeout), f"{needle!r} not in log:\n{self.text[-3000:]}"

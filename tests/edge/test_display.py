@@ -7,13 +7,12 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 
 import numpy as np
 import pytest
 
-from edge_helpers import REPO, alsa_home, maskwatch_cmd, run_env, run_maskwatch, write_config
+from edge_helpers import LogReader, REPO, alsa_home, maskwatch_cmd, run_env, run_maskwatch, write_config
 
 W, H = 1024, 768
 
@@ -36,22 +35,6 @@ def xvfb():
     proc.wait(10)
 
 
-class Reader(threading.Thread):
-    def __init__(self, stream):
-        super().__init__(daemon=True)
-        self.stream, self.text = stream, ""
-
-    def run(self):
-        for line in self.stream:
-            self.text += line
-
-    def wait_for(self, needle, timeout):
-        end = time.monotonic() + timeout
-        while needle not in self.text and time.monotonic() < end:
-            time.sleep(0.1)
-        return needle in self.text
-
-
 def grab(display):
     from PIL import ImageGrab  # reads the X root window over XCB
     return np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB"))
@@ -65,7 +48,7 @@ def test_fullscreen_window_under_xvfb_shows_the_video(tmp_path, xvfb, model_path
                                                "--events", str(tmp_path / "ev.jsonl")],
                             cwd=str(REPO), env=run_env(alsa_home(tmp_path), DISPLAY=xvfb),
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    log = Reader(proc.stderr)
+    log = LogReader(proc.stderr)
     log.start()
     try:
         assert log.wait_for("display open", 240), log.text[-3000:]

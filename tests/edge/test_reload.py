@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import threading
 import time
 
-from edge_helpers import REPO, alsa_home, maskwatch_cmd, run_env, write_config
+from edge_helpers import LogReader, REPO, alsa_home, maskwatch_cmd, run_env, write_config
 
 BASE = """camera:
   source: /dev/video98
@@ -20,54 +19,38 @@ alarm:
 """
 
 
-class Reader(threading.Thread):
-    def __init__(self, stream):
-        super().__init__(daemon=True)
-        self.stream, self.text = stream, ""
-
-    def run(self):
-        for line in self.stream:
-            self.text += line
-
-    def wait_for(self, needle, timeout=120):
-        end = time.monotonic() + timeout
-        while needle not in self.text and time.monotonic() < end:
-            time.sleep(0.05)
-        assert needle in self.text, f"{needle!r} not in log:\n{self.text[-3000:]}"
-
-
 def test_sighup_reload_and_invalid_reload_and_sigterm(tmp_path, model_path):
     cfg = write_config(tmp_path / "c.yaml", model_path, BASE)
     events = tmp_path / "events.jsonl"
     proc = subprocess.Popen(maskwatch_cmd() + ["run", "-c", str(cfg), "--headless", "--events", str(events)],
                             cwd=str(REPO), env=run_env(alsa_home(tmp_path)), stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, text=True)
-    log = Reader(proc.stderr)
+    log = LogReader(proc.stderr)
     log.start()
     try:
-        log.wait_for("no camera at /dev/video98")
-        log.wait_for("running: model")
+        log.expect("no camera at /dev/video98")
+        log.expect("running: model")
         # 1. a valid change: applied live
         write_config(cfg, model_path, BASE.replace("cooldown_s: 10", "cooldown_s: 3") + "log_level: DEBUG\n")
         proc.send_signal(signal.SIGHUP)
-        log.wait_for("changed: alarm.cooldown_s, log_level")
+        log.expect("changed: alarm.cooldown_s, log_level")
         assert proc.poll() is None
         # 2. an invalid file: the running config stays, the error names key and line
         cfg.write_text(cfg.read_text().replace("cooldown_s: 3", "cooldown_s: -1"))
         proc.send_signal(signal.SIGHUP)
-        log.wait_for("config reload failed; keeping the running config")
+        log.expect("config reload failed; keeping the running config")
         assert "alarm.cooldown_s (line 9)" in log.text
         time.sleep(0.5)
         assert proc.poll() is None, "an invalid reload must not stop the appliance"
         # 3. a restart-only key is reported as such
         write_config(cfg, model_path, BASE + "events:\n  snapshots: true\n")
         proc.send_signal(signal.SIGHUP)
-        log.wait_for("events.snapshots take effect after a restart")
+        log.expect("events.snapshots take effect after a restart")
         # 4. another camera: the source is reopened live
         write_config(cfg, model_path, BASE.replace("/dev/video98", "/dev/video96"))
         proc.send_signal(signal.SIGHUP)
-        log.wait_for("camera settings changed: reopening the source")
-        log.wait_for("no camera at /dev/video96")
+        log.expect("camera settings changed: reopening the source")
+        log.expect("no camera at /dev/video96")
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)
