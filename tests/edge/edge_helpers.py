@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -68,3 +69,11 @@ class LogReader(threading.Thread):
     def expect(self, needle: str, timeout: float = 120) -> None:
         """Assert that ``needle`` appears within ``timeout`` s, showing the log tail if not."""
         assert self.wait_for(needle, timeout), f"{needle!r} not in log:\n{self.text[-3000:]}"
+
+
+def sigterm(proc: subprocess.Popen, log: LogReader, timeout: float = 60) -> int:
+    """Send SIGTERM as systemd does on stop, wait for the exit and the last log lines; returns the exit code."""
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout)
+    log.join(5)
+    return rc

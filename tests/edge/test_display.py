@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 
 import numpy as np
 import pytest
 
-from edge_helpers import LogReader, REPO, alsa_home, maskwatch_cmd, run_env, run_maskwatch, write_config
+from edge_helpers import LogReader, sigterm, REPO, alsa_home, maskwatch_cmd, run_env, run_maskwatch, write_config
 
 W, H = 1024, 768
 
@@ -56,9 +55,7 @@ def test_fullscreen_window_under_xvfb_shows_the_video(tmp_path, xvfb, model_path
         time.sleep(3.0)  # a few frames (the video is paced at 25 fps; inference is slower, frames drop)
         shot = grab(xvfb)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(60)
-        log.join(5)
+        rc = sigterm(proc, log)
     assert rc == 0, log.text[-3000:]
     assert "stopped (SIGTERM)" in log.text
     assert shot.shape == (H, W, 3)

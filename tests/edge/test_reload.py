@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from edge_helpers import LogReader, REPO, alsa_home, maskwatch_cmd, run_env, write_config
+from edge_helpers import LogReader, sigterm, REPO, alsa_home, maskwatch_cmd, run_env, write_config
 
 BASE = """camera:
   source: /dev/video98
@@ -53,9 +53,7 @@ def test_sighup_reload_and_invalid_reload_and_sigterm(tmp_path, model_path):
         log.expect("no camera at /dev/video96")
         assert proc.poll() is None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(60)
-        log.join(5)
+        rc = sigterm(proc, log)
     assert rc == 0, log.text[-3000:]
     assert "stopped (SIGTERM)" in log.text
     assert events.exists(), "the event log is created and closed on exit"
