@@ -33,9 +33,23 @@ def load_checkpoint(path: Path):
     """(model in eval mode with EMA weights, ModelMeta) from ``best.pt`` or ``last.pt``."""
     ck = torch.load(path, map_location="cpu", weights_only=False)
     meta = ModelMeta.from_json(ck["meta"])
+    arch = ck.get("arch", "detectnet_v2")
+    if arch != "detectnet_v2":
+        import importlib
+
+        mod, fn = LOADERS[arch].split(":")
+        return getattr(importlib.import_module(mod), fn)(ck).eval(), meta
     model = DetectNetV2(len(meta.classes), ck["widths"])
     model.load_state_dict(ck["ema"])
     return model.eval(), meta
+
+
+#: checkpoint ``arch`` -> "module:function" that builds the nn.Module with its weights from the
+#: checkpoint dict (imported on demand, so this module does not import every architecture).
+LOADERS: Dict[str, str] = {
+    "detectnet_v2_pruned": "models.prune:load_pruned",
+    "yolo": "models.nets.yolo:load_yolo",
+}
 
 
 def store_weights_fp16(m: onnx.ModelProto, min_elements: int = 256) -> int:
@@ -72,7 +86,7 @@ def export_onnx(model: torch.nn.Module, meta: ModelMeta, out: Path, opset: int =
     x = torch.zeros(1, 3, meta.input_h, meta.input_w)
     model = model.float().eval().to(memory_format=torch.contiguous_format)
     torch.onnx.export(model, (x,), str(out), input_names=[meta.input_name],
-                      output_names=[meta.outputs["coverage"], meta.outputs["bbox"]], opset_version=opset,
+                      output_names=list(meta.outputs.values()), opset_version=opset,
                       do_constant_folding=True, dynamo=False)
     m = onnx.load(str(out))
     if fp16_weights:
@@ -96,8 +110,8 @@ def parity(model: torch.nn.Module, onnx_path: Path, images: Sequence[Path]) -> D
     for p in images:
         x, _ = preprocess(cv2.imread(str(p)), be.meta)
         with torch.no_grad():
-            cov, bbox = model(torch.from_numpy(x))
-        ref = {"coverage": cov.numpy(), "bbox": bbox.numpy()}
+            out = model(torch.from_numpy(x))
+        ref = {name: t.numpy() for name, t in zip(be.meta.outputs, out)}
         got = be.infer(x)
         for k in ref:
             d = np.abs(ref[k] - got[k])
