@@ -5,6 +5,7 @@
     maskwatch check-config FILE
     maskwatch bench --source FILE [-c config.yaml] [--max-frames N] [--json]
     maskwatch report --day YYYY-MM-DD [-c config.yaml] [--events FILE] [--png out.png] [--json]
+    maskwatch doctor [-c config.yaml] [--source SRC] [--seconds S] [--no-sound] [--json]
 
 Exit codes: 0 ok, 1 runtime error (model or source missing), 2 invalid config or arguments.
 """
@@ -56,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--counts", metavar="FILE", help="the counts file (default: from the config)")
     p.add_argument("--png", metavar="FILE", help="also save a bar chart (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    d = sub.add_parser("doctor", help="self-test: camera, model, engine, display, speaker, config, disk, jtop, "
+                       "clock, service; a pass/fail table with fixes (exit 1 if a required check fails)")
+    d.add_argument("-c", "--config", help="YAML config (default: /etc/maskwatch/config.yaml when it exists)")
+    d.add_argument("--source", help="camera or video file to test instead of camera.source")
+    d.add_argument("--seconds", type=float, default=3.0, help="how long to read the camera (default 3)")
+    d.add_argument("--no-sound", action="store_true", help="skip the speaker test")
+    d.add_argument("--json", action="store_true", help="print JSON")
     return ap
 
 
@@ -135,10 +144,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from edge.doctor import main as doctor
+    setup_logging("ERROR")  # the table says what went wrong; the modules' own warnings would repeat it
+    return doctor(args.config, args.source, args.seconds, not args.no_sound, args.json)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "check-config":
         return cmd_check_config(args)
+    if args.cmd == "doctor":
+        return cmd_doctor(args)
     try:
         return {"run": cmd_run, "bench": cmd_bench, "report": cmd_report}[args.cmd](args)
     except ConfigError as e:

@@ -73,6 +73,14 @@ class CameraConfig(_Section):
                                    "lost and is reopened (s)")
     ready_timeout_s: float = Field(15.0, ge=0, le=600, description="tell systemd READY after this long even "
                                    "when the camera is not open yet, and keep retrying it (s)")
+    backend: Literal["auto", "gstreamer", "v4l2"] = Field(
+        "auto", description="how a camera is read: auto = GStreamer with hardware JPEG decode on a Jetson whose "
+        "OpenCV has GStreamer, V4L2 through OpenCV otherwise; gstreamer or v4l2 force one")
+    jpeg_decoder: Literal["nvv4l2decoder", "nvjpegdec"] = Field(
+        "nvv4l2decoder", description="the Jetson's hardware MJPEG decoder element in the GStreamer camera pipeline")
+    by_id: Optional[str] = Field("*C922*-video-index0", min_length=1, description="glob matched against "
+                                 "/dev/v4l/by-id: a matching camera replaces a V4L2 source (stable across re-plugs "
+                                 "and other USB devices); null: use source exactly as given")
 
     @model_validator(mode="after")
     def _order(self) -> "CameraConfig":
@@ -199,6 +207,8 @@ class DisplayConfig(_Section):
     save_video: Optional[str] = Field(None, description="also write the annotated stream to this file "
                                       "(.mp4: mp4v, .avi: MJPG); null: off")
     show_zone: bool = Field(True, description="draw the entrance zone on the monitor")
+    retry_s: float = Field(5.0, ge=0, le=600, description="while a named display (DISPLAY) cannot be opened yet "
+                           "(the X session is still starting at boot), try again this often (s); 0: never")
 
 
 class EventsConfig(_Section):
@@ -223,6 +233,16 @@ class EventsConfig(_Section):
             self.resolved_path().with_name("snapshots")
 
 
+class TelemetryConfig(_Section):
+    enabled: bool = Field(True, description="sample Jetson temperatures, power, GPU load and throttling through "
+                          "jtop (jetson-stats) when its service runs; elsewhere this logs once and does nothing")
+    interval_s: float = Field(5.0, ge=1, le=300, description="seconds between samples (each is logged at DEBUG, "
+                              "a summary at INFO every minute)")
+    warn_temp_c: float = Field(85.0, ge=40, le=110, description="warn (log and overlay) when any sensor reaches "
+                               "this temperature (deg C)")
+    overlay: bool = Field(True, description="show the hottest temperature and the board power on the monitor")
+
+
 class Config(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="logging verbosity")
     camera: CameraConfig = Field(default_factory=CameraConfig, description="the video source")
@@ -232,6 +252,8 @@ class Config(_Section):
     zone: ZoneConfig = Field(default_factory=ZoneConfig, description="which faces count")
     display: DisplayConfig = Field(default_factory=DisplayConfig, description="the monitor")
     events: EventsConfig = Field(default_factory=EventsConfig, description="event log and counts")
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="Jetson temperatures, power "
+                                       "and throttling (jtop)")
 
 
 class ConfigError(ValueError):

@@ -34,8 +34,11 @@ class Overlay:
         self.zone = np.asarray(zone, np.float64).reshape(-1, 2)
 
     def draw(self, image: np.ndarray, dets: Detections, fps: float = 0.0, alarm: bool = False,
-             counts: Optional[Dict[str, int]] = None) -> np.ndarray:
-        """A copy of ``image`` (H, W, 3) uint8 BGR with everything drawn on it."""
+             counts: Optional[Dict[str, int]] = None, telemetry: str = "") -> np.ndarray:
+        """A copy of ``image`` (H, W, 3) uint8 BGR with everything drawn on it.
+
+        ``telemetry``: a short board-health text (``52C 8.1W``, see :func:`edge.telemetry.overlay_text`)
+        appended to the status line; drawn in orange when it says ``THROTTLED``."""
         out = image.copy()
         h, w = out.shape[:2]
         s = max(0.5, h / 720.0)  # scale text and lines with the frame
@@ -61,6 +64,12 @@ class Overlay:
         (tw, tht), base = cv2.getTextSize(status, FONT, 0.6 * s, th)
         cv2.rectangle(out, (0, 0), (tw + int(16 * s), tht + base + int(12 * s)), (0, 0, 0), -1)
         cv2.putText(out, status, (int(8 * s), tht + int(6 * s)), FONT, 0.6 * s, (255, 255, 255), th, cv2.LINE_AA)
+        if telemetry:  # board health beside the status line
+            x0 = tw + int(16 * s)
+            (tw2, _), _ = cv2.getTextSize(telemetry, FONT, 0.6 * s, th)
+            cv2.rectangle(out, (x0, 0), (x0 + tw2 + int(16 * s), tht + base + int(12 * s)), (0, 0, 0), -1)
+            color = (0, 160, 255) if "THROTTLED" in telemetry else (200, 200, 200)
+            cv2.putText(out, telemetry, (x0 + int(8 * s), tht + int(6 * s)), FONT, 0.6 * s, color, th, cv2.LINE_AA)
         if alarm:
             bh = int(70 * s)
             cv2.rectangle(out, (0, h - bh), (w, h), (0, 0, 200), -1)

@@ -19,12 +19,13 @@ from edge.audio import AlarmPlayer, load_wav
 from edge.backends.base import Backend
 from edge.config import Config, ConfigError, diff, load
 from edge.detector import Detector, load_backend
-from edge.display import VideoSink, open_display
+from edge.display import Display, VideoSink, display_available, open_display
 from edge.events import EventLog, HourlyCounts, save_snapshot
 from edge.overlay import Overlay
 from edge.policy import AlarmPolicy
 from edge.sources import Capture, Source, SourceError, make_source
 from edge.systemd import Notifier
+from edge.telemetry import Telemetry
 from edge.tracking import Tracker
 from edge.types import AlarmEvent
 
@@ -35,7 +36,7 @@ STAGES = ("capture", "preprocess", "inference", "decode_cluster", "track_policy"
 
 #: config keys that only take effect after a restart
 RESTART_KEYS = ("model.path", "model.backend", "model.threads", "display.enabled", "display.fullscreen",
-                "display.window_", "display.save_video", "events.")
+                "display.window_", "display.save_video", "events.", "telemetry.")
 
 
 @dataclass
@@ -155,7 +156,9 @@ class Pipeline:
         self.stop_reason = ""
         self.capture = None  # type: Optional[Capture]
         self.tracker = self.counts = self.events = self.speaker = self.display = self.video = None
+        self.telemetry = None  # type: Optional[Telemetry]
         self._t_status = 0.0
+        self._t_display = 0.0
 
     # ------------------------------------------------------------------ control (signal handlers call these)
     def stop(self, reason: str = "stop requested") -> None:
@@ -181,6 +184,9 @@ class Pipeline:
         self.counts = HourlyCounts(cfg.events.resolved_counts_path(), classes)
         self.display = open_display(cfg.display.fullscreen, (cfg.display.window_width, cfg.display.window_height)) \
             if cfg.display.enabled else None
+        self._t_display = time.monotonic()
+        t = cfg.telemetry
+        self.telemetry = Telemetry(t.interval_s, t.warn_temp_c).start() if t.enabled else None
         self.capture = self._start_capture(self.source or self._make_source(cfg))
         self.video = VideoSink(cfg.display.save_video, self.capture.source.fps) if cfg.display.save_video else None
         log.info("running: model %s (%s), source %s, display %s, events %s", cfg.model.resolved_path().name,
@@ -208,7 +214,9 @@ class Pipeline:
                     self._alarm(ev, frame.image)
                 if self.display or self.video or opts.draw:                  # 6. monitor, video file
                     t0 = time.perf_counter()
-                    shown = self.overlay.draw(frame.image, dets, fps, self.policy.banner_active(frame.t))
+                    health = self.telemetry.overlay_text() if self.telemetry and cfg.telemetry.overlay else ""
+                    shown = self.overlay.draw(frame.image, dets, fps, self.policy.banner_active(frame.t),
+                                              telemetry=health)
                     self.stages.add("overlay", time.perf_counter() - t0)
                     if self.display and not self.display.show(shown):
                         self.stop("window closed")
@@ -229,7 +237,7 @@ class Pipeline:
     # ------------------------------------------------------------------ helpers
     def _make_source(self, cfg: Config) -> Source:
         c = cfg.camera
-        return make_source(c.source, c.width, c.height, c.fps, c.fourcc)
+        return make_source(c.source, c.width, c.height, c.fps, c.fourcc, c.backend, c.jpeg_decoder, c.by_id)
 
     def _start_capture(self, source: Source) -> Capture:
         c = self.cfg.camera
@@ -253,6 +261,15 @@ class Pipeline:
             self._apply_reload()
         if self.display is not None and not self.display.pump():
             self.stop("window closed")
+        d = self.cfg.display
+        if (self.display is None and d.enabled and d.retry_s > 0 and display_available()
+                and time.monotonic() - self._t_display >= d.retry_s):  # X not up yet at boot: try again
+            self._t_display = time.monotonic()
+            try:
+                self.display = Display(d.fullscreen, (d.window_width, d.window_height))
+                log.info("the display is up now")
+            except Exception as e:  # pygame.error while the X server is not there yet; quiet, it is expected
+                log.debug("display still unavailable: %s", e)
         cap, n = self.capture, self.notifier
         if not n.ready_sent and (cap.is_open or time.monotonic() - t_start > self.cfg.camera.ready_timeout_s):
             n.ready("running" if cap.is_open else f"waiting for camera: {cap.error}")
@@ -341,6 +358,8 @@ class Pipeline:
             self._count(self.tracker.end_all())
             self.counts.flush()
             self.result.counts = dict(self.counts.total)
+        if self.telemetry is not None:
+            self.telemetry.stop()
         for name in ("events", "speaker", "display", "video"):
             obj = getattr(self, name)
             if obj is not None:

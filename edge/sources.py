@@ -16,12 +16,15 @@ back-off; the thread never gives up while the appliance runs.
 from __future__ import annotations
 
 import abc
+import fnmatch
 import logging
 import os
+import re
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -73,17 +76,31 @@ class OpenCVSource(Source):
         target: device path, camera index, file path or pipeline string.
         kind: ``"camera"``, ``"file"`` or ``"gstreamer"``.
         width, height, fps, fourcc: requested camera mode (cameras only).
+        camera_backend: how a camera is read: ``"auto"`` (GStreamer with hardware JPEG decode on a
+            Jetson whose OpenCV has GStreamer, else V4L2), ``"gstreamer"`` or ``"v4l2"``.
+        jpeg_decoder: the Jetson's MJPEG decoder element, ``"nvv4l2decoder"`` or ``"nvjpegdec"``.
+        by_id: a glob matched in ``/dev/v4l/by-id`` (e.g. ``*C922*-video-index0``): when a device
+            matches, it replaces ``target`` (stable across re-plugs); ``None``: ``target`` as given.
+
+    After :meth:`open`, :attr:`path` says how frames are read (``"v4l2"``, ``"gstreamer"`` or ``"file"``)
+    and :attr:`device` which device node was opened (cameras).
     """
 
     def __init__(self, target: str, kind: str, width: int = 1280, height: int = 720, fps: float = 30.0,
-                 fourcc: str = "MJPG"):
+                 fourcc: str = "MJPG", camera_backend: str = "v4l2", jpeg_decoder: str = "nvv4l2decoder",
+                 by_id: Optional[str] = None):
         if kind not in ("camera", "file", "gstreamer"):
             raise ValueError(f"kind must be camera, file or gstreamer, got {kind!r}")
+        if camera_backend not in ("auto", "gstreamer", "v4l2"):
+            raise ValueError(f"camera_backend must be auto, gstreamer or v4l2, got {camera_backend!r}")
         self.target, self.kind = target, kind
         self.width, self.height, self.req_fps, self.fourcc = width, height, fps, fourcc
+        self.camera_backend, self.jpeg_decoder, self.by_id = camera_backend, jpeg_decoder, by_id
         self.live = kind != "file"
         self.name = f"{kind} {target}"
         self.fps = fps if self.live else 0.0
+        self.path = "file" if kind == "file" else "gstreamer" if kind == "gstreamer" else ""
+        self.device = ""
         self.cap = None  # type: Optional[cv2.VideoCapture]
 
     def open(self) -> None:
@@ -97,16 +114,7 @@ class OpenCVSource(Source):
                                   "on the Jetson use the system OpenCV (apt python3-opencv)")
             cap = cv2.VideoCapture(self.target, cv2.CAP_GSTREAMER)
         else:
-            dev = int(self.target) if self.target.isdigit() else self.target
-            if isinstance(dev, str) and not os.path.exists(dev):
-                raise SourceError(f"no camera at {dev}")
-            cap = cv2.VideoCapture(dev, cv2.CAP_V4L2)
-            if cap.isOpened():
-                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
-                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
-                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
-                cap.set(cv2.CAP_PROP_FPS, self.req_fps)
-                cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+            cap = self._open_camera()
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"cannot open {self.name}")
@@ -114,8 +122,42 @@ class OpenCVSource(Source):
         fps = cap.get(cv2.CAP_PROP_FPS)
         if fps and fps > 0 and (self.kind == "file" or fps < 1000):
             self.fps = float(fps)
-        log.info("opened %s: %dx%d at %.1f fps", self.name, cap.get(cv2.CAP_PROP_FRAME_WIDTH),
-                 cap.get(cv2.CAP_PROP_FRAME_HEIGHT), self.fps)
+        log.info("opened %s: %dx%d at %.1f fps%s", self.name, cap.get(cv2.CAP_PROP_FRAME_WIDTH),
+                 cap.get(cv2.CAP_PROP_FRAME_HEIGHT), self.fps,
+                 f" (path: {self.path}, device {self.device})" if self.kind == "camera" else "")
+
+    def _open_camera(self) -> "cv2.VideoCapture":
+        """Resolve the device (stable by-id name first), pick GStreamer or V4L2, open it."""
+        dev = resolve_camera_device(self.target, self.by_id)
+        if not dev.isdigit() and not os.path.exists(dev):
+            raise SourceError(f"no camera at {dev}")
+        if dev != self.target:
+            log.info("camera %s: using the stable device %s", self.target, dev)
+        self.device = dev
+        use_gst = choose_camera_path(self.camera_backend, gstreamer_available(), jetson_model() is not None)
+        if use_gst == "gstreamer":
+            node = dev if not dev.isdigit() else f"/dev/video{dev}"
+            pipeline = jetson_camera_pipeline(node, self.width, self.height, self.req_fps, self.jpeg_decoder)
+            log.info("camera path: GStreamer, hardware JPEG decode (%s): %s", self.jpeg_decoder, pipeline)
+            cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
+            if cap.isOpened():
+                self.path = "gstreamer"
+                return cap
+            cap.release()
+            if self.camera_backend == "gstreamer":
+                raise SourceError(f"cannot open the GStreamer camera pipeline for {dev}: {pipeline}")
+            log.warning("the GStreamer camera pipeline did not open; falling back to V4L2 (CPU JPEG decode)")
+        log.info("camera path: V4L2 through OpenCV (%s %dx%d at %g fps requested)", self.fourcc, self.width,
+                 self.height, self.req_fps)
+        cap = cv2.VideoCapture(int(dev) if dev.isdigit() else os.path.realpath(dev), cv2.CAP_V4L2)
+        if cap.isOpened():
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+            cap.set(cv2.CAP_PROP_FPS, self.req_fps)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        self.path = "v4l2"
+        return cap
 
     def read(self) -> Optional[np.ndarray]:
         if self.cap is None:
@@ -159,27 +201,132 @@ class ImageFolderSource(Source):
         return None
 
 
-def gstreamer_available() -> bool:
-    """Whether this OpenCV was built with GStreamer."""
-    for line in cv2.getBuildInformation().splitlines():
-        if "GStreamer" in line and ":" in line:
-            return "YES" in line.split(":", 1)[1].upper()
+def build_has_gstreamer(build_info: str) -> bool:
+    """Whether an OpenCV build-information text (``cv2.getBuildInformation()``) lists GStreamer as
+    enabled: its ``Video I/O`` section has a line ``GStreamer: YES (1.16.3)`` (or ``NO``)."""
+    for line in build_info.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "GStreamer":
+            return value.strip().upper().startswith("YES")
     return False
 
 
-def make_source(spec: str, width: int = 1280, height: int = 720, fps: float = 30.0, fourcc: str = "MJPG") -> Source:
+def gstreamer_available() -> bool:
+    """Whether this OpenCV was built with GStreamer."""
+    return build_has_gstreamer(cv2.getBuildInformation())
+
+
+def jetson_model(root: Union[str, Path] = "/") -> Optional[str]:
+    """The Jetson's model name, or ``None`` when this is not a Jetson.
+
+    A Jetson (L4T) has ``/etc/nv_tegra_release``; its ``/proc/device-tree/model`` names the board
+    (``NVIDIA Jetson Xavier NX Developer Kit``). ``root`` lets tests point at a fake tree.
+    """
+    root = Path(root)
+    model = ""
+    try:
+        raw = (root / "proc/device-tree/model").read_bytes()
+        model = raw.replace(b"\0", b"").decode("utf-8", "replace").strip()
+    except OSError:
+        pass
+    release = root / "etc/nv_tegra_release"
+    if release.is_file():
+        first = release.read_text(encoding="utf-8", errors="replace").split(",")[0].strip("# \n")
+        return model or f"Jetson ({first})"
+    if "jetson" in model.lower() or "tegra" in model.lower():
+        return model
+    return None
+
+
+def choose_camera_path(backend: str, has_gstreamer: bool, is_jetson: bool) -> str:
+    """``"gstreamer"`` or ``"v4l2"`` for a camera: ``auto`` takes GStreamer (hardware JPEG decode) only on a
+    Jetson whose OpenCV has GStreamer; ``gstreamer``/``v4l2`` force one (GStreamer needs the OpenCV support)."""
+    if backend == "gstreamer":
+        if not has_gstreamer:
+            raise SourceError("camera.backend is gstreamer but this OpenCV has no GStreamer (pip wheels never "
+                              "have it); on the Jetson use the system OpenCV (venv with --system-site-packages)")
+        return "gstreamer"
+    if backend == "auto" and has_gstreamer and is_jetson:
+        return "gstreamer"
+    return "v4l2"
+
+
+def fps_fraction(fps: float) -> Tuple[int, int]:
+    """A frame rate as the (numerator, denominator) GStreamer caps use: 30 -> (30, 1), 29.97 -> (2997, 100)."""
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    f = Fraction(fps).limit_denominator(1001)
+    return f.numerator, f.denominator
+
+
+_DEVICE_RE = re.compile(r"^[A-Za-z0-9_./:+-]+$")
+
+
+def jetson_camera_pipeline(device: str, width: int = 1280, height: int = 720, fps: float = 30.0,
+                           decoder: str = "nvv4l2decoder") -> str:
+    """The GStreamer pipeline for a USB MJPEG camera (Logitech C922) on a Jetson.
+
+    ``v4l2src`` asks the camera for MJPEG at ``width``x``height`` and ``fps``; the JPEGs are decoded by the
+    hardware decoder (``nvv4l2decoder mjpeg=1``, or ``nvjpegdec``), ``nvvidconv`` converts out of NVMM
+    memory to BGRx, ``videoconvert`` drops the padding byte to BGR for OpenCV; the ``appsink`` keeps only
+    the newest frame (``drop=true max-buffers=1``) and does not sync to the clock.
+    """
+    if not _DEVICE_RE.match(device):
+        raise ValueError(f"device path {device!r} has characters a GStreamer pipeline string cannot carry")
+    if decoder == "nvv4l2decoder":
+        dec = "nvv4l2decoder mjpeg=1"
+    elif decoder == "nvjpegdec":
+        dec = "nvjpegdec"
+    else:
+        raise ValueError(f"decoder must be nvv4l2decoder or nvjpegdec, got {decoder!r}")
+    num, den = fps_fraction(fps)
+    return (f"v4l2src device={device} ! image/jpeg,width={int(width)},height={int(height)},framerate={num}/{den} "
+            f"! {dec} ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR "
+            f"! appsink drop=true max-buffers=1 sync=false")
+
+
+BY_ID_DIR = "/dev/v4l/by-id"
+
+
+def find_by_id(pattern: str, by_id_dir: Union[str, Path] = BY_ID_DIR) -> Optional[str]:
+    """The first entry (in name order) of ``by_id_dir`` whose name matches the glob ``pattern`` and that
+    points at an existing device, as a path inside ``by_id_dir`` (the stable name); ``None`` if none."""
+    d = Path(by_id_dir)
+    try:
+        names = sorted(os.listdir(str(d)))
+    except OSError:
+        return None
+    for name in names:
+        if fnmatch.fnmatchcase(name, pattern) and (d / name).exists():
+            return str(d / name)
+    return None
+
+
+def resolve_camera_device(target: str, by_id: Optional[str], by_id_dir: Union[str, Path] = BY_ID_DIR) -> str:
+    """The camera device to open: the ``by_id`` match in ``by_id_dir`` when there is one, else ``target``."""
+    if by_id:
+        found = find_by_id(by_id, by_id_dir)
+        if found:
+            return found
+    return target
+
+
+def make_source(spec: str, width: int = 1280, height: int = 720, fps: float = 30.0, fourcc: str = "MJPG",
+                camera_backend: str = "v4l2", jpeg_decoder: str = "nvv4l2decoder",
+                by_id: Optional[str] = None) -> Source:
     """Pick the source type for ``spec``.
 
     * a string containing ``!`` is a GStreamer pipeline;
-    * digits (``0``) or ``/dev/video*`` is a V4L2 camera;
+    * digits (``0``) or ``/dev/video*`` or ``/dev/v4l/...`` is a camera (read as ``camera_backend`` says,
+      the ``by_id`` device preferred);
     * an existing folder is an image folder;
     * anything else is a video file.
     """
     spec = str(spec).strip()
     if "!" in spec:
         return OpenCVSource(spec, "gstreamer", width, height, fps, fourcc)
-    if spec.isdigit() or spec.startswith("/dev/video"):
-        return OpenCVSource(spec, "camera", width, height, fps, fourcc)
+    if spec.isdigit() or spec.startswith("/dev/video") or spec.startswith("/dev/v4l/"):
+        return OpenCVSource(spec, "camera", width, height, fps, fourcc, camera_backend, jpeg_decoder, by_id)
     if Path(spec).is_dir():
         return ImageFolderSource(spec, fps)
     return OpenCVSource(spec, "file", width, height, fps, fourcc)
