@@ -269,3 +269,145 @@ def class_agnostic_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarra
     k = nms(boxes, scores, iou_threshold)
     return boxes[k], scores[k], classes[k]
 
+
+
+# --------------------------------------------------------------------------------------------
+# YOLO-style anchor-free student (models/nets/yolo.py)
+#
+# One prediction per grid cell on levels of stride 8, 16 and 32. For a cell with centre
+# (cx, cy) on a level of stride s the raw outputs are (5 + C) values:
+#   channels 0-3: log(l / s), log(t / s), log(r / s), log(b / s), the distances from the
+#                 cell centre to the box sides (as FCOS, Tian et al. ICCV 2019, eq. 1);
+#   channel 4:    objectness logit;  channels 5..: class logits.
+# Score of class c = sigmoid(obj) * sigmoid(cls_c) (YOLOv5). Each ground-truth (or teacher)
+# box is assigned to one level by its size and to the cells near its centre on that level.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class YoloParams:
+    """Geometry of the YOLO student's output levels.
+
+    Attributes:
+        strides: input px per cell of each level, finest first.
+        size_bounds: a box whose longer side is <= ``size_bounds[k]`` px goes to level ``k``
+            (larger than all of them: the last level).
+        centre_radius: cells whose centre lies within this many strides of the box centre
+            (and inside the box) are positives; the cell holding the centre always is.
+        max_log: raw box outputs are clipped to this before ``exp`` (exp(6) = 403 strides).
+    """
+
+    strides: Tuple[int, ...] = (8, 16, 32)
+    size_bounds: Tuple[float, ...] = (48.0, 112.0)
+    centre_radius: float = 1.5
+    max_log: float = 6.0
+
+
+def yolo_grid(input_hw: Tuple[int, int], params: YoloParams = YoloParams()) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All cells of all levels, level by level, row-major.
+
+    Returns:
+        ``(cx (A,) float32 px, cy (A,) float32 px, stride (A,) float32 px)`` with
+        ``A = sum(H/s * W/s)``; the order matches :func:`flatten_yolo`.
+    """
+    h, w = input_hw
+    cxs, cys, ss = [], [], []
+    for s in params.strides:
+        cx, cy = grid_centres((h // s, w // s), s)
+        gx, gy = np.meshgrid(cx, cy)
+        cxs.append(gx.ravel()); cys.append(gy.ravel()); ss.append(np.full(gx.size, s, np.float32))
+    return np.concatenate(cxs), np.concatenate(cys), np.concatenate(ss)
+
+
+def flatten_yolo(levels) -> np.ndarray:
+    """Per-level outputs ``[(5+C, H/s, W/s)]`` (a leading batch axis of 1 is accepted) -> (A, 5+C) float32."""
+    out = []
+    for x in levels:
+        x = np.asarray(x, np.float32)
+        if x.ndim == 4:
+            x = x[0]
+        out.append(x.reshape(x.shape[0], -1).T)
+    return np.concatenate(out, axis=0)
+
+
+def assign_yolo(boxes: np.ndarray, input_hw: Tuple[int, int], params: YoloParams = YoloParams()) -> np.ndarray:
+    """Assign boxes to the student's cells (training targets and teacher matching).
+
+    Each box goes to the level its longer side selects (``params.size_bounds``) and to that
+    level's cells whose centres lie inside the box and within ``params.centre_radius``
+    strides of the box centre, plus always the cell holding the box centre. A cell claimed by
+    several boxes keeps the smallest (as FCOS).
+
+    Args:
+        boxes: (N, 4) float32 xyxy in input px.
+        input_hw: (H, W) network input size in px, multiples of the largest stride.
+
+    Returns:
+        (A,) int64: for every cell (order of :func:`yolo_grid`) the index of its box, or -1.
+    """
+    cx, cy, st = yolo_grid(input_hw, params)
+    owner = np.full(len(cx), -1, np.int64)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if len(boxes) == 0:
+        return owner
+    area = np.full(len(cx), np.inf, np.float32)
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    level = np.searchsorted(np.asarray(params.size_bounds, np.float32), side, side="left")
+    strides = np.asarray(params.strides, np.float32)
+    for i, (b, lv) in enumerate(zip(boxes, level)):
+        s = strides[lv]
+        bx, by = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+        r = params.centre_radius * s
+        on = st == s
+        m = on & (cx > b[0]) & (cx < b[2]) & (cy > b[1]) & (cy < b[3]) & (np.abs(cx - bx) <= r) & (np.abs(cy - by) <= r)
+        centre = on & (np.abs(cx - bx) <= s / 2) & (np.abs(cy - by) <= s / 2)
+        if not centre.any():  # box centre outside the grid (clipped box at the border)
+            centre = on & (np.abs(cx - np.clip(bx, cx[on].min(), cx[on].max())) <= s / 2) \
+                & (np.abs(cy - np.clip(by, cy[on].min(), cy[on].max())) <= s / 2)
+        m |= centre
+        a = (b[2] - b[0]) * (b[3] - b[1])
+        take = m & (a < area)
+        owner[take] = i
+        area[take] = a
+    return owner
+
+
+def yolo_boxes(raw_box: np.ndarray, cx: np.ndarray, cy: np.ndarray, stride: np.ndarray,
+               params: YoloParams = YoloParams()) -> np.ndarray:
+    """Raw box channels (A, 4) -> (A, 4) float32 xyxy in input px."""
+    d = np.exp(np.minimum(raw_box, params.max_log)) * stride[:, None]
+    return np.stack([cx - d[:, 0], cy - d[:, 1], cx + d[:, 2], cy + d[:, 3]], axis=1).astype(np.float32)
+
+
+def decode_yolo(levels, input_hw: Tuple[int, int], params: YoloParams = YoloParams(),
+                cluster: ClusterParams = ClusterParams(method="nms", iou_threshold=0.5)
+                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Student outputs for one image -> detections in input px.
+
+    Args:
+        levels: one raw array per stride, ``(5 + C, H/s, W/s)`` float32 (batch axis of 1 accepted).
+        input_hw: (H, W) network input size in px.
+        cluster: ``conf_threshold`` on ``sigmoid(obj) * sigmoid(cls)``; at most
+            ``10 * max_detections`` best cells are clustered, per class, by ``cluster.method``
+            (NMS for this head; DBSCAN also works).
+
+    Returns:
+        ``(boxes (K, 4) float32 xyxy in input px, scores (K,) float32, classes (K,) int64)``.
+    """
+    p = flatten_yolo(levels)
+    cx, cy, st = yolo_grid(input_hw, params)
+    if len(p) != len(cx):
+        raise ValueError(f"YOLO outputs hold {len(p)} cells, input {input_hw} with strides {params.strides} gives {len(cx)}")
+    obj = 1.0 / (1.0 + np.exp(-p[:, 4]))
+    keep = obj >= cluster.conf_threshold  # score <= obj: cheap pre-filter
+    p, cx, cy, st, obj = p[keep], cx[keep], cy[keep], st[keep], obj[keep]
+    cls_p = 1.0 / (1.0 + np.exp(-p[:, 5:]))
+    c = cls_p.argmax(axis=1)
+    scores = (obj * cls_p[np.arange(len(c)), c]).astype(np.float32)
+    m = scores >= cluster.conf_threshold
+    if not m.any():
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    if m.sum() > 10 * cluster.max_detections:  # bound the NMS cost: keep the best 10x max_detections cells
+        m[np.argsort(-np.where(m, scores, -1.0), kind="stable")[10 * cluster.max_detections:]] = False
+    boxes = yolo_boxes(p[m, :4], cx[m], cy[m], st[m], params)
+    return cluster_boxes(boxes, scores[m], c[m].astype(np.int64), cluster)

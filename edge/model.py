@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from edge.decoders import ClusterParams, DetectNetV2Params, class_agnostic_nms, decode_detectnet_v2
+from edge.decoders import (ClusterParams, DetectNetV2Params, YoloParams, class_agnostic_nms, decode_detectnet_v2,
+                           decode_yolo)
 from edge.preprocess import Letterbox, letterbox, to_tensor, unletterbox_boxes
 
 METADATA_KEY = "maskwatch"
@@ -28,9 +29,11 @@ class ModelMeta:
         color: channel order fed to the network, ``"RGB"`` or ``"BGR"``.
         mean, std: per-channel normalisation in 0-255 pixel units: ``(px - mean) / std``.
         resize: ``"letterbox"`` or ``"stretch"``.
-        decoder: ``"detectnet_v2"`` (later also ``"yolo"``).
-        outputs: decoder role -> ONNX output name (``coverage``, ``bbox``).
+        decoder: ``"detectnet_v2"`` or ``"yolo"``.
+        outputs: decoder role -> ONNX output name: ``coverage``, ``bbox`` for DetectNet_v2;
+            ``p8``, ``p16``, ``p32`` (one per level, finest first) for YOLO.
         stride, bbox_norm, cov_shrink: DetectNet_v2 grid geometry (see :mod:`edge.decoders`).
+        strides: YOLO level strides in px (see :class:`edge.decoders.YoloParams`).
         cluster: default clustering parameters (see :class:`edge.decoders.ClusterParams`).
         class_agnostic_iou: IoU above which boxes of different classes are merged (one class per face).
         thresholds: per-class operating score threshold chosen at evaluation.
@@ -51,6 +54,7 @@ class ModelMeta:
     stride: int = 16
     bbox_norm: float = 35.0
     cov_shrink: float = 0.5
+    strides: List[int] = field(default_factory=lambda: [8, 16, 32])
     cluster: Dict[str, Any] = field(default_factory=lambda: asdict(ClusterParams()))
     class_agnostic_iou: float = 0.6
     thresholds: Dict[str, float] = field(default_factory=dict)
@@ -76,6 +80,10 @@ class ModelMeta:
     def detectnet(self) -> DetectNetV2Params:
         return DetectNetV2Params(self.stride, self.bbox_norm, self.cov_shrink)
 
+    @property
+    def yolo(self) -> YoloParams:
+        return YoloParams(tuple(self.strides))
+
     def cluster_params(self, **overrides: Any) -> ClusterParams:
         d = dict(self.cluster)
         d.update({k: v for k, v in overrides.items() if v is not None})
@@ -100,9 +108,13 @@ def postprocess(outputs: Dict[str, np.ndarray], meta: ModelMeta, lb: Letterbox, 
         ValueError: for a decoder this runtime does not know.
     """
     cluster = cluster or meta.cluster_params()
-    if meta.decoder != "detectnet_v2":
-        raise ValueError(f"unknown decoder {meta.decoder!r} in model metadata; known: ['detectnet_v2']")
-    boxes, scores, classes = decode_detectnet_v2(outputs["coverage"], outputs["bbox"], meta.detectnet, cluster)
+    if meta.decoder == "detectnet_v2":
+        boxes, scores, classes = decode_detectnet_v2(outputs["coverage"], outputs["bbox"], meta.detectnet, cluster)
+    elif meta.decoder == "yolo":
+        boxes, scores, classes = decode_yolo([outputs[k] for k in meta.outputs], (meta.input_h, meta.input_w),
+                                             meta.yolo, cluster)
+    else:
+        raise ValueError(f"unknown decoder {meta.decoder!r} in model metadata; known: ['detectnet_v2', 'yolo']")
     if class_agnostic and len(boxes):
         boxes, scores, classes = class_agnostic_nms(boxes, scores, classes, meta.class_agnostic_iou)
     return unletterbox_boxes(boxes, lb, frame_wh), scores, classes

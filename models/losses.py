@@ -35,3 +35,122 @@ def detectnet_v2_loss(cov: torch.Tensor, bbox: torch.Tensor, cov_t: torch.Tensor
     l_bbox = (wb * (bbox - bbox_t).abs()).sum() / n_pos
     loss = l_cov + bbox_weight * l_bbox
     return loss, {"cov": float(l_cov.detach()), "bbox": float(l_bbox.detach())}
+
+
+def flatten_levels(levels: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-level student outputs ``[(B, 5+C, H/s, W/s)]`` -> (B, A, 5+C) in :func:`edge.decoders.yolo_grid` order."""
+    return torch.cat([x.flatten(2).transpose(1, 2) for x in levels], dim=1).float()
+
+
+def yolo_decode_boxes(raw: torch.Tensor, grid: torch.Tensor, max_log: float = 6.0) -> torch.Tensor:
+    """(..., 4) raw log-distances and (..., 3) grid ``(cx, cy, stride)`` -> (..., 4) xyxy px (torch twin of
+    :func:`edge.decoders.yolo_boxes`)."""
+    d = torch.exp(raw.clamp(max=max_log)) * grid[..., 2:3]
+    cx, cy = grid[..., 0], grid[..., 1]
+    return torch.stack([cx - d[..., 0], cy - d[..., 1], cx + d[..., 2], cy + d[..., 3]], dim=-1)
+
+
+def giou_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``1 - GIoU`` of matching (N, 4) xyxy boxes (Rezatofighi et al., CVPR 2019, Alg. 1) -> (N,)."""
+    lt, rb = torch.max(a[:, :2], b[:, :2]), torch.min(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(1)
+    area_a, area_b = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(1), (b[:, 2:] - b[:, :2]).clamp(min=0).prod(1)
+    union = area_a + area_b - inter + 1e-7
+    hull = (torch.max(a[:, 2:], b[:, 2:]) - torch.min(a[:, :2], b[:, :2])).clamp(min=0).prod(1) + 1e-7
+    return 1.0 - (inter / union - (hull - union) / hull)
+
+
+def yolo_loss(pred: torch.Tensor, grid: torch.Tensor, tgt_box: torch.Tensor, tgt_cls: torch.Tensor,
+              box_weight: float = 2.0, obj_weight: float = 1.0, cls_weight: float = 1.0,
+              focal_alpha: float = 0.25, focal_gamma: float = 2.0) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """Hard-label loss ``L_hard`` of the YOLO student for one batch.
+
+    Args:
+        pred: (B, A, 5+C) raw outputs (:func:`flatten_levels`).
+        grid: (A, 3) float32 ``(cx, cy, stride)`` px of every cell.
+        tgt_box: (B, A, 4) float32 xyxy px of each cell's assigned box (ignored where ``tgt_cls < 0``).
+        tgt_cls: (B, A) int64 class of each cell's assigned box, -1 for background.
+
+    Returns:
+        (scalar loss, {"box", "obj", "cls": float}). With P positive cells: objectness sigmoid
+        focal loss over all cells (Lin et al., ICCV 2017, eq. 5) / P, class BCE over positive
+        cells / P, ``1 - GIoU`` over positive cells / P.
+    """
+    import torch.nn.functional as F
+
+    pos = tgt_cls >= 0
+    n_pos = pos.sum().clamp(min=1).float()
+    obj_t = pos.float()
+    obj_l = pred[..., 4]
+    p = torch.sigmoid(obj_l)
+    ce = F.binary_cross_entropy_with_logits(obj_l, obj_t, reduction="none")
+    p_t = p * obj_t + (1 - p) * (1 - obj_t)
+    a_t = focal_alpha * obj_t + (1 - focal_alpha) * (1 - obj_t)
+    l_obj = (a_t * (1 - p_t) ** focal_gamma * ce).sum() / n_pos
+    if pos.any():
+        pp = pred[pos]
+        onehot = F.one_hot(tgt_cls[pos], pp.shape[-1] - 5).float()
+        l_cls = F.binary_cross_entropy_with_logits(pp[:, 5:], onehot, reduction="sum") / n_pos
+        boxes = yolo_decode_boxes(pp[:, :4], grid.unsqueeze(0).expand(pred.shape[0], -1, -1)[pos])
+        l_box = giou_loss(boxes, tgt_box[pos]).sum() / n_pos
+    else:
+        l_cls = l_box = pred.sum() * 0.0
+    loss = box_weight * l_box + obj_weight * l_obj + cls_weight * l_cls
+    return loss, {"box": float(l_box.detach()), "obj": float(l_obj.detach()), "cls": float(l_cls.detach())}
+
+
+def difficulty_weights(conf: torch.Tensor, t: float) -> torch.Tensor:
+    """``λ_i = sigmoid(conf_i - t)`` (seed 000 §III.B, eq. 4): teacher-confident objects weigh more."""
+    return torch.sigmoid(conf - t)
+
+
+def kd_loss(pred: torch.Tensor, grid: torch.Tensor, t_box: torch.Tensor, t_logits: torch.Tensor, t_conf: torch.Tensor,
+            t_cell_w: torch.Tensor, t: float = 0.5, fixed_lambda: float = None, temperature: float = 2.0
+            ) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """Difficulty-aware distillation term ``Σ_i λ_i · L_KD,i`` (seed 000 Algorithm 1, eqs. 4-6).
+
+    Teacher objects are matched to student cells by :func:`edge.decoders.assign_yolo` (the same
+    level-by-size and centre-cell rule as the ground truth); ``L_KD,i`` is the mean over object
+    ``i``'s cells of
+
+    * ``(x_t - x_s)^2 + (y_t - y_s)^2 + (w_t - w_s)^2 + (h_t - h_s)^2`` with centre and size in
+      units of the level's stride (eq. 5, first line), plus
+    * ``BCE(softmax(D_t / T), softmax(D_s / T))`` averaged over classes (eqs. 5-6), with ``D_t``
+      the teacher's per-class coverage logits at the object and ``D_s`` the student's class logits.
+
+    Args:
+        pred: (B, A, 5+C) raw student outputs. grid: (A, 3) ``(cx, cy, stride)``.
+        t_box: (B, A, 4) teacher box xyxy px at each matched cell.
+        t_logits: (B, A, C) teacher class logits. t_conf: (B, A) teacher confidence of the object (0-1).
+        t_cell_w: (B, A) ``1 / (cells of the object)`` at matched cells, 0 elsewhere.
+        t: eq. 4 threshold. fixed_lambda: use this constant λ instead (the ablation's baseline).
+        temperature: T of the softened class distributions.
+
+    Returns:
+        (scalar ``Σ_i λ_i L_KD,i / n_objects``, {"kd_box", "kd_cls", "lambda_mean": float}). The teacher
+        tensors are detached: gradients reach only the student.
+    """
+    t_box, t_logits, t_conf, t_cell_w = (x.detach().float() for x in (t_box, t_logits, t_conf, t_cell_w))
+    m = t_cell_w > 0
+    if not m.any():
+        z = pred.sum() * 0.0
+        return z, {"kd_box": 0.0, "kd_cls": 0.0, "lambda_mean": 0.0}
+    g = grid.unsqueeze(0).expand(pred.shape[0], -1, -1)[m]
+    s = yolo_decode_boxes(pred[m][:, :4], g)
+    st = g[:, 2:3]
+
+    def xywh(b):
+        return torch.cat([(b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]], dim=1) / st
+
+    sq = ((xywh(t_box[m]) - xywh(s)) ** 2).sum(1)
+    d_t = torch.softmax(t_logits[m] / temperature, dim=1)
+    d_s = torch.softmax(pred[m][:, 5:] / temperature, dim=1).clamp(1e-6, 1 - 1e-6)
+    bce = -(d_t * torch.log(d_s) + (1 - d_t) * torch.log(1 - d_s)).mean(1)
+    lam = torch.full_like(sq, fixed_lambda) if fixed_lambda is not None else difficulty_weights(t_conf[m], t)
+    w = t_cell_w[m]
+    n_obj = w.sum().clamp(min=1e-6)
+    loss = (lam * w * (sq + bce)).sum() / n_obj
+    with torch.no_grad():
+        parts = {"kd_box": float((w * sq).sum() / n_obj), "kd_cls": float((w * bce).sum() / n_obj),
+                 "lambda_mean": float((lam * w).sum() / n_obj)}
+    return loss, parts
