@@ -24,6 +24,24 @@ class Letterbox(NamedTuple):
     pad_y: float
 
 
+def resize(image: np.ndarray, size_wh: Tuple[int, int]) -> np.ndarray:
+    """Resize (H, W, 3) uint8 to ``size_wh`` (width, height) px, anti-aliased when shrinking.
+
+    A shrink by 2x or more first averages ``k x k`` pixel blocks (``INTER_AREA`` by the integer
+    factor ``k = floor(1 / scale)``, OpenCV's fast path), then finishes with ``INTER_LINEAR``.
+    ``INTER_AREA`` straight to a non-integer factor gives nearly the same image but costs
+    10 ms instead of about 1.3 ms for 1280x720 -> 512x288 on the 2-core dev CPU.
+    """
+    h, w = image.shape[:2]
+    out_w, out_h = int(size_wh[0]), int(size_wh[1])
+    k = int(min(w / out_w, h / out_h))
+    if k >= 2:
+        image = cv2.resize(image, (w // k, h // k), interpolation=cv2.INTER_AREA)
+        if image.shape[1] == out_w and image.shape[0] == out_h:
+            return image
+    return cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+
+
 def letterbox(image: np.ndarray, size_wh: Tuple[int, int], mode: str = "letterbox",
               pad_value: int = 114) -> Tuple[np.ndarray, Letterbox]:
     """Resize ``image`` (H, W, 3) uint8 to ``size_wh`` keeping aspect ratio.
@@ -47,13 +65,12 @@ def letterbox(image: np.ndarray, size_wh: Tuple[int, int], mode: str = "letterbo
     h, w = image.shape[:2]
     if mode == "stretch":
         sx, sy = out_w / w, out_h / h
-        resized = cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
-        return resized, Letterbox(sx, sy, 0.0, 0.0)
+        return resize(image, (out_w, out_h)), Letterbox(sx, sy, 0.0, 0.0)
     if mode != "letterbox":
         raise ValueError(f"resize mode must be 'letterbox' or 'stretch', got {mode!r}")
     s = min(out_w / w, out_h / h)
     new_w, new_h = max(1, int(round(w * s))), max(1, int(round(h * s)))
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    resized = resize(image, (new_w, new_h))
     pad_x, pad_y = (out_w - new_w) // 2, (out_h - new_h) // 2
     out = np.full((out_h, out_w, 3), pad_value, dtype=np.uint8)
     out[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
