@@ -207,7 +207,11 @@ def save_plots(gts, dets, meta: ModelMeta, thresholds: np.ndarray, out_dir: Path
 
 
 def evaluate(infer, meta: ModelMeta, samples, plots: Path = None, min_recall: float = 0.85) -> Dict:
-    """Full evaluation of one model on ``samples`` (see module doc). Returns a JSON-ready dict."""
+    """Full evaluation of one model on ``samples`` (see module doc). Returns a JSON-ready dict.
+
+    ``precision`` and ``recall`` are over all classes at the operating thresholds: a true
+    positive is a kept detection matched (IoU >= 0.5) to a face of the same class.
+    """
     gts = [(s.boxes, s.labels) for s in samples]
     images = [s.image for s in samples]
     ap = coco_metrics(gts, run_images(infer, meta, images, class_agnostic=False))
@@ -218,9 +222,13 @@ def evaluate(infer, meta: ModelMeta, samples, plots: Path = None, min_recall: fl
     thr_mask = choose_threshold(gts, deployed, cls=0, min_recall=1.01, beta=1.0)[0]
     thresholds = np.array([thr_mask, thr, thr], np.float32)
     cm = confusion(gts, deployed, thresholds, len(meta.classes))
+    C = len(meta.classes)
+    tp = int(np.trace(cm[:C, :C]))  # right box and right class, at the operating thresholds
+    n_pred, n_gt = int(cm[:, :C].sum()), int(cm[:C, :].sum())
     result = {"n_images": len(samples), "n_faces": {n: int(sum((s.labels == k).sum() for s in samples))
                                                    for k, n in enumerate(meta.classes)},
-              **ap, "no_mask_threshold": thr, "no_mask_precision": p, "no_mask_recall": r,
+              **ap, "precision": tp / max(n_pred, 1), "recall": tp / max(n_gt, 1),
+              "no_mask_threshold": thr, "no_mask_precision": p, "no_mask_recall": r,
               "thresholds": {n: float(t) for n, t in zip(meta.classes, thresholds)},
               "confusion_matrix": {"rows_gt": list(meta.classes) + ["background"],
                                    "cols_pred": list(meta.classes) + ["missed"], "counts": cm.tolist()}}
