@@ -6,8 +6,13 @@
     maskwatch bench --source FILE [-c config.yaml] [--max-frames N] [--json]
     maskwatch report --day YYYY-MM-DD [-c config.yaml] [--events FILE] [--png out.png] [--json]
     maskwatch doctor [-c config.yaml] [--source SRC] [--seconds S] [--no-sound] [--json]
+    maskwatch build-engine [-c config.yaml] [--model M] [--precision fp16|int8] [--calib-dir DIR] [--calib-count N]
+                           [--calib-cache FILE] [--dla-core N] [--workspace-mb MB] [--out-dir DIR] [--force]
+    maskwatch check-parity --images DIR|VIDEO [-c config.yaml] [--model M] [--backend tensorrt|onnxruntime]
+                           [--precision fp16|int8] [--tolerance exact|fp16|int8] [--count N] [--json FILE]
 
-Exit codes: 0 ok, 1 runtime error (model or source missing), 2 invalid config or arguments.
+Exit codes: 0 ok, 1 runtime error (model or source missing), 2 invalid config or arguments;
+check-parity: 1 beyond tolerance, 3 could not run (see :mod:`edge.parity`).
 """
 from __future__ import annotations
 
@@ -65,6 +70,37 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seconds", type=float, default=3.0, help="how long to read the camera (default 3)")
     d.add_argument("--no-sound", action="store_true", help="skip the speaker test")
     d.add_argument("--json", action="store_true", help="print JSON")
+
+    g = sub.add_parser("build-engine", help="build the TensorRT engine of the model on this device (Jetson); "
+                       "defaults from the config's model.engine section, see docs/engine.md")
+    g.add_argument("-c", "--config", help="YAML config (model.path, model.engine.*)")
+    g.add_argument("--model", help="the .onnx model (default: model.path)")
+    g.add_argument("--precision", choices=["fp16", "int8"], help="default: model.engine.precision")
+    g.add_argument("--calib-dir", metavar="DIR", help="folder of real images for int8 calibration")
+    g.add_argument("--calib-count", type=int, metavar="N", help="most calibration images (default 300)")
+    g.add_argument("--calib-cache", metavar="FILE", help="int8 calibration cache (default: beside the engine)")
+    g.add_argument("--dla-core", type=int, metavar="N", help="DLA core (Xavier NX: 0 or 1) with GPU fallback")
+    g.add_argument("--workspace-mb", type=int, metavar="MB", help="builder workspace limit in MiB (default 1024)")
+    g.add_argument("--out-dir", metavar="DIR", help="engine folder (default: model.engine.dir)")
+    g.add_argument("--force", action="store_true", help="rebuild even when an up-to-date engine exists")
+
+    q = sub.add_parser("check-parity", help="compare ONNX Runtime (CPU) with the TensorRT engine on real images: "
+                       "output differences and detection agreement; exit 1 beyond the tolerances")
+    q.add_argument("--images", required=True, metavar="DIR|VIDEO", help="folder of images or a video file")
+    q.add_argument("-c", "--config", help="YAML config (model.path, model.engine.*)")
+    q.add_argument("--model", help="the .onnx model (default: model.path)")
+    q.add_argument("--backend", choices=["tensorrt", "onnxruntime"], default="tensorrt",
+                   help="the backend compared with ONNX Runtime (default tensorrt)")
+    q.add_argument("--precision", choices=["fp16", "int8"], help="engine precision (default: model.engine.precision)")
+    q.add_argument("--tolerance", choices=["exact", "fp16", "int8"], help="default: the precision for tensorrt, "
+                   "exact for onnxruntime")
+    q.add_argument("--engine", metavar="FILE", help="an explicit engine file (still checked against the key)")
+    q.add_argument("--engine-dir", metavar="DIR", help="engine folder (default: model.engine.dir)")
+    q.add_argument("--dla-core", type=int, metavar="N", help="DLA core the engine was built for")
+    q.add_argument("--count", type=int, default=50, metavar="N", help="images compared (default 50)")
+    q.add_argument("--iou", type=float, default=0.5, help="IoU a detection pair needs (default 0.5)")
+    q.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
+    q.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     return ap
 
 
@@ -104,9 +140,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, on_signal)
+    from edge.backends.tensorrt import BackendUnavailableError
     try:
         pipe.run()
-    except (FileNotFoundError, SourceError) as e:
+    except (FileNotFoundError, SourceError, BackendUnavailableError) as e:
         log.error("%s", e)
         return 1
     return 0
@@ -150,6 +187,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor(args.config, args.source, args.seconds, not args.no_sound, args.json)
 
 
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from edge.engine import cli_build_engine
+    setup_logging("INFO")
+    return cli_build_engine(args)
+
+
+def cmd_check_parity(args: argparse.Namespace) -> int:
+    from edge.parity import cli_check_parity
+    setup_logging("WARNING")
+    return cli_check_parity(args)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "check-config":
@@ -157,7 +206,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.cmd == "doctor":
         return cmd_doctor(args)
     try:
-        return {"run": cmd_run, "bench": cmd_bench, "report": cmd_report}[args.cmd](args)
+        return {"run": cmd_run, "bench": cmd_bench, "report": cmd_report, "build-engine": cmd_build_engine,
+                "check-parity": cmd_check_parity}[args.cmd](args)
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 2

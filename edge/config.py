@@ -113,11 +113,37 @@ class ClusterConfig(_Section):
     max_detections: Optional[int] = Field(None, ge=1, le=1000, description="most faces per frame; null: model's")
 
 
+def default_engine_dir() -> Path:
+    """Where TensorRT engines are cached: ``engines/`` in the state directory (see :func:`default_state_dir`)."""
+    return default_state_dir() / "engines"
+
+
+class EngineConfig(_Section):
+    dir: Optional[str] = Field(None, description="folder of TensorRT engines, looked up by cache key (model hash, "
+                               "TensorRT version, device, precision, DLA core); null: $STATE_DIRECTORY/engines "
+                               "(/var/lib/maskwatch/engines under systemd) or ~/.local/state/maskwatch/engines")
+    precision: Literal["fp16", "int8"] = Field("fp16", description="engine precision: fp16, or int8 (calibrated "
+                                               "on real images, needs calib_dir when built)")
+    dla_core: Optional[int] = Field(None, ge=0, le=1, description="run on this DLA core (Xavier NX: 0 or 1) with "
+                                    "GPU fallback; null: the GPU")
+    workspace_mb: int = Field(1024, ge=16, le=16384, description="builder workspace memory limit (MiB), "
+                              "build-engine only")
+    calib_dir: Optional[str] = Field(None, description="folder of real images for int8 calibration, build-engine "
+                                     "only; null: none (an existing calibration cache is reused)")
+    calib_count: int = Field(300, ge=1, le=10000, description="most calibration images used (evenly spread over "
+                             "the sorted folder), build-engine only")
+
+    def resolved_dir(self) -> Path:
+        return Path(self.dir).expanduser() if self.dir else default_engine_dir()
+
+
 class ModelConfig(_Section):
     path: Optional[str] = Field(None, description="the .onnx model file; null: the released model "
                                 "models/detectnet_v2_r18/model.onnx installed with the package")
-    backend: Literal["onnxruntime"] = Field("onnxruntime", description="inference runtime (TensorRT comes with "
-                                            "the Jetson issue)")
+    backend: Literal["onnxruntime", "tensorrt"] = Field(
+        "onnxruntime", description="inference runtime: onnxruntime (CPU, any machine) or tensorrt (Jetson GPU/DLA; "
+        "needs an engine from `maskwatch build-engine`, see docs/engine.md)")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="TensorRT engine (backend: tensorrt)")
     threads: int = Field(0, ge=0, le=64, description="CPU threads for inference; 0: all cores")
     thresholds: ThresholdsConfig = Field(default_factory=ThresholdsConfig, description="per-class score thresholds")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="box clustering overrides")

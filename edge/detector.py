@@ -11,26 +11,39 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from edge.backends.base import Backend
-from edge.config import ModelConfig
+from edge.config import EngineConfig, ModelConfig
 from edge.model import ModelMeta, apply_thresholds, postprocess, preprocess
 from edge.types import Detections
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("onnxruntime",)
+BACKENDS = ("onnxruntime", "tensorrt")
 
 
-def load_backend(name: str, path: Union[str, Path], threads: int = 0) -> Backend:
+def load_backend(name: str, path: Union[str, Path], threads: int = 0, engine: Optional[EngineConfig] = None
+                 ) -> Backend:
     """Load ``path`` with the named backend (one module per runtime under :mod:`edge.backends`).
+
+    Args:
+        name: ``"onnxruntime"`` or ``"tensorrt"``.
+        path: the ``.onnx`` model (for TensorRT: the model the engine was built from).
+        threads: ONNX Runtime CPU threads (0: all cores).
+        engine: TensorRT engine folder, precision and DLA core (default: :class:`EngineConfig` defaults).
 
     Raises:
         ValueError: an unknown backend name.
-        FileNotFoundError: no model file at ``path``.
+        FileNotFoundError: no model file at ``path``; for TensorRT also no (or only a stale) engine, as
+            :class:`edge.engine.EngineNotFoundError` whose message is the ``maskwatch build-engine`` command.
+        edge.backends.tensorrt.BackendUnavailableError: tensorrt or pycuda is not installed.
     """
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; known: {list(BACKENDS)}")
     if not Path(path).is_file():
         raise FileNotFoundError(f"no model file at {path}")
+    if name == "tensorrt":
+        from edge.backends.tensorrt import TensorRTBackend
+        e = engine or EngineConfig()
+        return TensorRTBackend(path, engine_dir=e.resolved_dir(), precision=e.precision, dla_core=e.dla_core)
     from edge.backends.onnxruntime import OnnxRuntimeBackend
     return OnnxRuntimeBackend(path, threads=threads or None)
 

@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 STAGES = ("capture", "preprocess", "inference", "decode_cluster", "track_policy", "overlay")
 
 #: config keys that only take effect after a restart
-RESTART_KEYS = ("model.path", "model.backend", "model.threads", "display.enabled", "display.fullscreen",
-                "display.window_", "display.save_video", "events.", "telemetry.")
+RESTART_KEYS = ("model.path", "model.backend", "model.engine", "model.threads", "display.enabled",
+                "display.fullscreen", "display.window_", "display.save_video", "events.", "telemetry.")
 
 
 @dataclass
@@ -172,7 +172,8 @@ class Pipeline:
     def run(self) -> RunResult:
         cfg, res, opts = self.cfg, self.result, self.opts
         self.notifier.status("loading model")
-        backend = self.backend or load_backend(cfg.model.backend, cfg.model.resolved_path(), cfg.model.threads)
+        backend = self.backend or load_backend(cfg.model.backend, cfg.model.resolved_path(), cfg.model.threads,
+                                                cfg.model.engine)
         backend.warmup()
         classes = list(backend.meta.classes)
         self.detector = Detector(backend, cfg.model, timer=self.stages.add)
