@@ -31,7 +31,13 @@ setup(
             "matplotlib>=3.7",
             "tqdm>=4.66",
         ],
-        "jetson": [],
+        # the Jetson (JetPack 5, aarch64): pycuda builds against the CUDA toolkit JetPack installs; jetson-stats
+        # is the jtop library (its service: `sudo jtop --install-service`); TensorRT and the GStreamer OpenCV
+        # come from apt (python3-libnvinfer, libopencv-python) through a venv with --system-site-packages
+        "jetson": [
+            "pycuda>=2022.1; platform_machine == 'aarch64' and sys_platform == 'linux'",
+            "jetson-stats>=4.2; platform_machine == 'aarch64' and sys_platform == 'linux'",
+        ],
         "dev": ["pytest>=7", "vermin>=1.6", "Pillow>=9.2"],  # Pillow: X root-window screenshots in the display test
     },
     entry_points={"console_scripts": ["maskwatch=edge.cli:main"]},

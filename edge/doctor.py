@@ -138,7 +138,11 @@ def check_model(cfg: Config) -> Check:
     from edge.detector import load_backend
     path = cfg.model.resolved_path()
     try:
-        be = load_backend(cfg.model.backend, path, cfg.model.threads)
+        if cfg.model.backend == "tensorrt":  # the service's engine folder, as the engine row looks at it
+            engine = cfg.model.engine.model_copy(update={"dir": str(engine_dir(cfg))})
+            be = load_backend(cfg.model.backend, path, cfg.model.threads, engine)
+        else:
+            be = load_backend(cfg.model.backend, path, cfg.model.threads)
         try:
             be.warmup(1)
             t0 = time.perf_counter()
@@ -154,25 +158,67 @@ def check_model(cfg: Config) -> Check:
                  f"{meta.input_h}, {ms:.0f} ms per inference")
 
 
+def engine_dir(cfg: Config) -> Path:
+    """Where the service keeps its TensorRT engines: ``model.engine.dir``, or ``engines/`` in the service's
+    state directory (``/var/lib/maskwatch/engines`` once installed) when it is left to the default."""
+    e = getattr(cfg.model, "engine", None)
+    if e is None or (e.dir is None and not os.environ.get("STATE_DIRECTORY") and SYSTEM_STATE_DIR.is_dir()):
+        return SYSTEM_STATE_DIR / "engines"
+    return e.resolved_dir()
+
+
+def engine_status(model: Path, folder: Path, precision: str, dla_core: Optional[int] = None,
+                  device: Optional[str] = None) -> Tuple[bool, str]:
+    """(ok, detail): an engine of ``model`` for ``precision``/``dla_core`` on this device is in ``folder`` (its
+    sidecar says so), and ``folder/parity.json`` (``maskwatch check-parity --json``, run by the installer after
+    the build) passed for that model and precision after the engine was built. Plain files only: the
+    TensorRT version is checked when the runtime loads the engine (the model row)."""
+    from edge.engine import device_name, file_sha256, read_sidecar
+    device = device if device is not None else device_name()
+    sha = file_sha256(model)
+    found = None
+    for eng in sorted(Path(folder).glob("*.engine")):
+        try:
+            key = read_sidecar(eng)["key"]
+        except Exception:  # no sidecar or an unreadable one: not an engine of ours
+            continue
+        if (key.model_sha256, key.precision, key.dla_core, key.device) == (sha, precision, dla_core, device):
+            found = (eng, key.trt_version)
+    if found is None:
+        return False, f"not built: no {precision} engine of {model.name} ({sha[:12]}) for {device!r} in {folder}"
+    eng, trt = found
+    what = f"{eng.name} (TensorRT {trt})"
+    report = Path(folder) / "parity.json"
+    try:
+        doc = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False, f"{what}; parity not checked (no {report})"
+    if report.stat().st_mtime < eng.stat().st_mtime:
+        return False, f"{what}; parity not checked since the engine was built ({report} is older)"
+    if doc.get("precision") != precision or Path(str(doc.get("model", ""))).name != model.name:
+        return False, f"{what}; {report} is for {doc.get('model')} {doc.get('precision')}, not this engine"
+    if not doc.get("passed"):
+        fails = "; ".join(doc.get("failures") or []) or "beyond tolerance"
+        return False, f"{what}; parity FAILED on {doc.get('images')} images: {fails}"
+    return True, f"{what}; parity passed on {doc.get('images')} images"
+
+
 def check_engine(cfg: Config, jetson: Optional[str]) -> Check:
-    """Jetson only: a TensorRT engine was built for this model and its parity with ONNX Runtime was checked
-    (the sidecar ``build-engine`` / ``check-parity`` write next to the engine)."""
+    """Jetson only: a TensorRT engine was built for this model and its parity with ONNX Runtime was checked."""
     if jetson is None:
         return Check("engine", SKIP, f"{NOT_JETSON}: TensorRT engines are built on the device")
-    fix = ("build it: sudo -u maskwatch maskwatch build-engine --precision fp16, then maskwatch check-parity "
-           "(scripts/install.sh does both)")
+    if cfg.model.backend != "tensorrt":
+        return Check("engine", SKIP, f"model.backend is {cfg.model.backend}: no engine used")
+    e = cfg.model.engine
+    folder = engine_dir(cfg)
+    fix = (f"sudo -u maskwatch maskwatch build-engine -c {SYSTEM_CONFIG} --out-dir {folder}, then sudo -u "
+           f"maskwatch maskwatch check-parity -c {SYSTEM_CONFIG} --images DIR --json {folder}/parity.json "
+           "(scripts/install.sh does both; docs/engine.md)")
     try:
-        from edge import engine as eng  # the TensorRT engine helpers (plain Python; no TensorRT import)
-    except ImportError as e:
-        return Check("engine", FAIL, f"not built: the engine helpers are missing ({e})", fix)
-    finder = getattr(eng, "doctor_status", None)
-    if finder is None:
-        return Check("engine", FAIL, "not built: this package has no engine status helper", fix)
-    try:
-        ok, detail = finder(cfg)
-    except Exception as e:
-        return Check("engine", FAIL, f"not built: {e}", fix)
-    return _result("engine", bool(ok), True, str(detail), fix)
+        ok, detail = engine_status(cfg.model.resolved_path(), folder, e.precision, e.dla_core)
+    except Exception as err:  # the model file missing, the engine helpers missing: "not built"
+        return Check("engine", FAIL, f"not built: {err}", fix)
+    return _result("engine", ok, True, detail, fix)
 
 
 def check_display() -> Check:

@@ -145,3 +145,39 @@ def test_table_lists_fixes_and_the_verdict():
     assert "  clock (WARN): timedatectl" in text and "engine (SKIP)" not in text
     assert text.endswith("1 required check(s) failed") and rep.exit_code == 1
     assert D.Report([D.Check("camera", "PASS", "ok")], "m").exit_code == 0
+
+
+def test_engine_row_reads_the_sidecar_and_the_parity_report(tmp_path, model_path):
+    """The engine row's file logic on real files: the released model, an engine file with the sidecar
+    build-engine writes (its bytes are not a TensorRT engine: the row never loads it), parity.json."""
+    import os
+    import time
+
+    eng = pytest.importorskip("edge.engine")
+    from edge.model import ModelMeta
+    folder = tmp_path / "engines"
+    folder.mkdir()
+    ok, detail = D.engine_status(model_path, folder, "fp16", device="NVIDIA Jetson Xavier NX Developer Kit")
+    assert not ok and detail.startswith("not built")
+    key = eng.engine_key(model_path, "8.5.2.2", "fp16", device="NVIDIA Jetson Xavier NX Developer Kit")
+    engine_file = eng.engine_path(folder, model_path, key)
+    engine_file.write_bytes(b"serialized engine bytes")
+    eng.write_sidecar(engine_file, key, ModelMeta(), model_path)
+    ok, detail = D.engine_status(model_path, folder, "fp16", device=key.device)
+    assert not ok and "TensorRT 8.5.2.2" in detail and "parity not checked" in detail
+    assert not D.engine_status(model_path, folder, "int8", device=key.device)[0]          # other precision
+    assert not D.engine_status(model_path, folder, "fp16", device="cpu-x86_64")[0]        # other device
+    report = folder / "parity.json"
+    report.write_text(json.dumps({"passed": True, "images": 60, "precision": "fp16", "model": str(model_path),
+                                  "failures": []}))
+    ok, detail = D.engine_status(model_path, folder, "fp16", device=key.device)
+    assert ok and detail.endswith("parity passed on 60 images"), detail
+    report.write_text(json.dumps({"passed": False, "images": 60, "precision": "fp16", "model": str(model_path),
+                                  "failures": ["coverage: max abs diff 0.2 > 0.05"]}))
+    ok, detail = D.engine_status(model_path, folder, "fp16", device=key.device)
+    assert not ok and "parity FAILED" in detail and "0.2 > 0.05" in detail
+    report.write_text(json.dumps({"passed": True, "images": 60, "precision": "fp16", "model": str(model_path)}))
+    old = time.time() - 3600
+    os.utime(str(report), (old, old))  # checked before the engine was (re)built
+    ok, detail = D.engine_status(model_path, folder, "fp16", device=key.device)
+    assert not ok and "since the engine was built" in detail

@@ -16,6 +16,7 @@ from edge.systemd import Notifier, _JournalFormatter, under_journal
 from edge_helpers import REPO, alsa_home, maskwatch_cmd, run_env, write_config
 
 UNIT = REPO / "systemd" / "maskwatch.service"
+ENGINE_UNIT = REPO / "systemd" / "maskwatch-engine.service"
 
 
 def receiver(path):
@@ -98,6 +99,21 @@ def test_daemon_sends_ready_then_watchdog_and_status(tmp_path, model_path, video
     assert msgs[-1] == "STOPPING=1"
 
 
+def unit(path):
+    """A unit file as {section: {key: [values]}} (keys such as DeviceAllow repeat)."""
+    out, section = {}, None
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            section = out.setdefault(line.strip("[]"), {})
+            continue
+        k, _, v = line.partition("=")
+        section.setdefault(k, []).append(v)
+    return out
+
+
 def test_unit_file_keys():
     cp = configparser.ConfigParser(strict=False, interpolation=None)
     cp.optionxform = str
@@ -105,10 +121,40 @@ def test_unit_file_keys():
     svc = cp["Service"]
     assert svc["Type"] == "notify"
     assert int(svc["WatchdogSec"]) > 0
-    assert svc["Restart"] == "on-failure"
     assert svc["PrivateNetwork"] == "yes"
     assert "maskwatch run" in svc["ExecStart"]
     assert "kill -HUP" in svc["ExecReload"]
+
+
+def test_unit_restarts_with_a_start_limit_and_is_hardened():
+    u = unit(UNIT)
+    svc, un = u["Service"], u["Unit"]
+    assert svc["Restart"] == ["always"] and float(svc["RestartSec"][0]) >= 1
+    # 5 starts in 5 minutes at most: a broken camera cannot spin the CPU
+    assert int(un["StartLimitBurst"][0]) <= 10 and int(un["StartLimitIntervalSec"][0]) >= 60
+    for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("PrivateTmp", "yes"),
+                       ("PrivateNetwork", "yes"), ("DevicePolicy", "closed"), ("ProtectHome", "yes")):
+        assert svc[key] == [value], key
+    assert svc["ReadWritePaths"] == ["/var/lib/maskwatch"] and svc["StateDirectory"] == ["maskwatch"]
+    assert svc["ReadOnlyPaths"] == ["-/var/lib/maskwatch/engines"]
+    devices = " ".join(svc["DeviceAllow"])
+    for dev in ("char-video4linux", "char-alsa", "/dev/nvmap", "/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu",
+                "/dev/nvhost-nvdec", "/dev/nvhost-vic", "/dev/nvhost-nvdla0", "char-nvhost*"):
+        assert dev in devices, dev
+    assert "/tmp/.X11-unix" in svc["BindReadOnlyPaths"][0] and svc["Environment"][0].startswith("DISPLAY=:0")
+    # the engine is built (or found up to date) first
+    assert "maskwatch-engine.service" in un["Wants"][0] and "maskwatch-engine.service" in un["After"][0]
+
+
+def test_engine_unit_runs_build_engine_before_the_appliance():
+    u = unit(ENGINE_UNIT)
+    svc = u["Service"]
+    assert svc["Type"] == ["oneshot"] and svc["User"] == ["maskwatch"]
+    assert svc["ExecStart"][0].endswith("maskwatch build-engine -c /etc/maskwatch/config.yaml")
+    assert u["Unit"]["Before"] == ["maskwatch.service"] and u["Install"]["WantedBy"] == ["maskwatch.service"]
+    assert svc["ProtectSystem"] == ["strict"] and svc["PrivateNetwork"] == ["yes"]
+    assert svc["ReadWritePaths"] == ["/var/lib/maskwatch"]
+    assert "char-video4linux" not in " ".join(svc["DeviceAllow"]) and "/dev/nvmap" in " ".join(svc["DeviceAllow"])
 
 
 def test_systemd_analyze_verify(tmp_path):
@@ -116,11 +162,15 @@ def test_systemd_analyze_verify(tmp_path):
     if exe is None:
         pytest.skip("systemd-analyze is not installed (apt systemd)")
     installed = shutil.which("maskwatch") or pytest.skip("the maskwatch console script is not installed")
-    unit = tmp_path / "maskwatch.service"  # as installed: ExecStart pointing at this machine's console script
-    unit.write_text(UNIT.read_text().replace("/usr/local/bin/maskwatch", installed))
-    r = subprocess.run([exe, "verify", str(unit)], capture_output=True, text=True, timeout=120)
+    units = []
+    for src in (UNIT, ENGINE_UNIT):  # as installed: ExecStart pointing at this machine's console script
+        u = tmp_path / src.name
+        u.write_text(src.read_text().replace("/usr/local/bin/maskwatch", installed))
+        units.append(str(u))
+    r = subprocess.run([exe, "verify"] + units, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "maskwatch.service" not in r.stderr, r.stderr  # unknown keys and bad values only warn: none allowed
+    for name in ("maskwatch.service", "maskwatch-engine.service"):
+        assert name not in r.stderr, r.stderr  # unknown keys and bad values only warn: none allowed
 
 
 def test_journal_logging_priorities(tmp_path):
