@@ -700,7 +700,7 @@ def _entropy_calibrator(trt: Any, cuda: Any, batches: Optional[CalibrationBatche
         def write_calibration_cache(self, cache: Any) -> None:
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             with open(str(cache_path), "wb") as f:
-                f.write(bytes(cache))
+                f.write(cache)  # a buffer (IHostMemory-like) in TensorRT 8.x
             print(f"  wrote the calibration cache {cache_path}", flush=True)
 
     return EntropyCalibrator()
