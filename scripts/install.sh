@@ -196,11 +196,14 @@ install_venv() {
     fi
     "$VENV/bin/python" -m pip install --upgrade pip
     log "pip install ${SRC}[jetson] (pycuda builds against CUDA: a few minutes the first time)"
-    # a copy of the tree, so the build never writes into the (maybe user-owned) checkout
-    local build
+    # a copy of what the package is made of, so the build never writes into the (maybe user-owned) checkout
+    # and never drags training runs along
+    local build item items=()
     build="$(mktemp -d)"
-    cp -a "$SRC/." "$build/"
-    rm -rf "$build/build" "$build"/*.egg-info
+    for item in setup.py README.md edge models; do
+        if [ -e "$SRC/$item" ]; then items+=("$item"); fi
+    done
+    tar -C "$SRC" --exclude=__pycache__ --exclude='*.pt' -cf - "${items[@]}" | tar -C "$build" -xf -
     PATH="/usr/local/cuda/bin:$PATH" CUDA_ROOT=/usr/local/cuda \
         "$VENV/bin/python" -m pip install "${build}[jetson]"
     "$VENV/bin/python" -m pip install --force-reinstall --no-deps "$build"  # same version, new code

@@ -181,3 +181,15 @@ def test_engine_row_reads_the_sidecar_and_the_parity_report(tmp_path, model_path
     os.utime(str(report), (old, old))  # checked before the engine was (re)built
     ok, detail = D.engine_status(model_path, folder, "fp16", device=key.device)
     assert not ok and "since the engine was built" in detail
+
+
+@pytest.mark.jetson
+def test_doctor_on_the_jetson_checks_the_jetson_rows(tmp_path):
+    if jetson_model() is None:
+        pytest.skip("needs a Jetson")
+    p = doctor(["--no-sound", "--json"], alsa_home(tmp_path))
+    data, r = rows(p)
+    assert "not a Jetson" not in data["machine"]
+    for name in ("engine", "jtop"):
+        assert "not a Jetson" not in r[name]["detail"], r[name]
+    assert r["camera"]["status"] == "PASS", r["camera"]

@@ -17,6 +17,7 @@ from edge_helpers import REPO, alsa_home, maskwatch_cmd, run_env, write_config
 
 UNIT = REPO / "systemd" / "maskwatch.service"
 ENGINE_UNIT = REPO / "systemd" / "maskwatch-engine.service"
+CLOCKS_UNIT = REPO / "systemd" / "maskwatch-clocks.service"
 
 
 def receiver(path):
@@ -163,14 +164,21 @@ def test_systemd_analyze_verify(tmp_path):
         pytest.skip("systemd-analyze is not installed (apt systemd)")
     installed = shutil.which("maskwatch") or pytest.skip("the maskwatch console script is not installed")
     units = []
-    for src in (UNIT, ENGINE_UNIT):  # as installed: ExecStart pointing at this machine's console script
+    for src in (UNIT, ENGINE_UNIT, CLOCKS_UNIT):  # as installed: ExecStart pointing at this machine's programs
         u = tmp_path / src.name
-        u.write_text(src.read_text().replace("/usr/local/bin/maskwatch", installed))
+        u.write_text(src.read_text().replace("/usr/local/bin/maskwatch", installed)
+                     .replace("/usr/bin/jetson_clocks", shutil.which("true")))  # jetson_clocks: Jetson only
         units.append(str(u))
     r = subprocess.run([exe, "verify"] + units, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    for name in ("maskwatch.service", "maskwatch-engine.service"):
-        assert name not in r.stderr, r.stderr  # unknown keys and bad values only warn: none allowed
+    for src in (UNIT, ENGINE_UNIT, CLOCKS_UNIT):
+        assert src.name not in r.stderr, r.stderr  # unknown keys and bad values only warn: none allowed
+
+
+def test_clocks_unit_is_an_opt_in_oneshot_before_the_appliance():
+    u = unit(CLOCKS_UNIT)
+    assert u["Service"]["Type"] == ["oneshot"] and u["Service"]["ExecStart"] == ["/usr/bin/jetson_clocks"]
+    assert "maskwatch.service" in u["Unit"]["Before"][0] and u["Install"]["WantedBy"] == ["multi-user.target"]
 
 
 def test_journal_logging_priorities(tmp_path):
