@@ -86,6 +86,15 @@ if [ -n "$NVPMODEL" ] && ! [[ "$NVPMODEL" =~ ^[0-9]+$ ]]; then
 fi
 [ "$PURGE" -eq 0 ] || [ "$UNINSTALL" -eq 1 ] || die "--purge only goes with --uninstall"
 
+# folders given on the command line become absolute (the engine is built from another working directory)
+for v in CALIB_DIR PARITY_IMAGES; do
+    if [ -n "${!v}" ] && [ -e "${!v}" ]; then
+        printf -v "$v" '%s' "$(cd "$(dirname "${!v}")" && pwd)/$(basename "${!v}")"
+    elif [ -n "${!v}" ] && [ -z "$ROOT" ]; then
+        die "no such file or folder: ${!v}"
+    fi
+done
+
 if [ -n "$ROOT" ]; then
     mkdir -p "$ROOT"
     ROOT="$(cd "$ROOT" && pwd)"
@@ -415,6 +424,12 @@ build_engine() {
     live || { log "[--root] skipped: maskwatch build-engine, maskwatch check-parity"; return 0; }
     systemctl stop maskwatch.service 2>/dev/null || true  # the GPU memory and the camera, for the build
     log "engine: maskwatch build-engine --precision $PRECISION (minutes on the first install)"
+    local p
+    for p in "$CALIB_DIR" "$PARITY_IMAGES"; do
+        if [ -n "$p" ] && ! runuser -u "$SVC_USER" -- test -r "$p"; then
+            die "$p is not readable by the $SVC_USER user (the engine is built as that user): copy it to /var/lib/maskwatch or open its permissions"
+        fi
+    done
     local args=(-c /etc/maskwatch/config.yaml --precision "$PRECISION" --out-dir /var/lib/maskwatch/engines)
     if [ -n "$CALIB_DIR" ]; then args+=(--calib-dir "$CALIB_DIR"); fi
     if ! as_service_user /usr/local/bin/maskwatch build-engine "${args[@]}"; then
@@ -445,7 +460,10 @@ start_services() {
     systemctl daemon-reload
     systemctl enable maskwatch-engine.service maskwatch.service
     systemctl reset-failed maskwatch.service 2>/dev/null || true
-    systemctl restart maskwatch.service
+    if ! systemctl restart maskwatch.service; then
+        warn "maskwatch.service did not start (journalctl -u maskwatch -b)"
+        return 0
+    fi
     sleep 3
     systemctl --no-pager --lines=5 status maskwatch.service || warn "maskwatch.service is not running yet (journalctl -u maskwatch)"
 }
