@@ -20,27 +20,43 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 EXAMPLE_CONFIG = Path(__file__).with_name("config.example.yaml")
-RELEASED_MODEL = ("detectnet_v2_r18", "model.onnx")
-
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
+#: The released model ``model.path: null`` runs: a folder of the ``models`` package holding ``model.onnx``.
+DEFAULT_MODEL = "detectnet_v2_r18"
 
-def default_model_path() -> Path:
-    """The released model shipped in the ``models`` package: ``models/detectnet_v2_r18/model.onnx``.
 
-    Found with ``importlib.util.find_spec`` (which does not import ``models``, so no torch), falling back
-    to the folder beside ``edge/`` in a source checkout.
-    """
+def _models_dirs() -> List[Path]:
+    """Folders of the ``models`` package: found with ``importlib.util.find_spec`` (which does not import
+    ``models``, so no torch), then the folder beside ``edge/`` in a source checkout."""
+    dirs: List[Path] = []
     try:
         spec = importlib.util.find_spec("models")
     except (ImportError, ValueError):
         spec = None
     if spec is not None and spec.submodule_search_locations:
-        for loc in spec.submodule_search_locations:
-            p = Path(loc).joinpath(*RELEASED_MODEL)
-            if p.exists():
-                return p
-    return Path(__file__).resolve().parent.parent.joinpath("models", *RELEASED_MODEL)
+        dirs += [Path(loc) for loc in spec.submodule_search_locations]
+    dirs.append(Path(__file__).resolve().parent.parent / "models")
+    return dirs
+
+
+def released_models() -> List[str]:
+    """Names of the released models installed with the package (sorted), e.g. ``yolo_student``."""
+    return sorted({p.parent.name for d in _models_dirs() for p in d.glob("*/model.onnx")})
+
+
+def default_model_path(name: str = None) -> Path:
+    """``models/<name>/model.onnx`` of a released model (default :data:`DEFAULT_MODEL`).
+
+    Raises:
+        FileNotFoundError: no released model of that name is installed (the message lists those that are).
+    """
+    name = name or DEFAULT_MODEL
+    for d in _models_dirs():
+        p = d / name / "model.onnx"
+        if p.exists():
+            return p
+    raise FileNotFoundError(f"no released model {name!r}; installed: {released_models()}")
 
 
 def default_state_dir() -> Path:
@@ -137,9 +153,15 @@ class EngineConfig(_Section):
         return Path(self.dir).expanduser() if self.dir else default_engine_dir()
 
 
+def _is_model_name(v: str) -> bool:
+    """A released model's name (``yolo_student``), not a file path."""
+    return "/" not in v and "\\" not in v and not v.endswith(".onnx")
+
+
 class ModelConfig(_Section):
-    path: Optional[str] = Field(None, description="the .onnx model file; null: the released model "
-                                "models/detectnet_v2_r18/model.onnx installed with the package")
+    path: Optional[str] = Field(None, description="a released model's name (a folder of models/: "
+                                "detectnet_v2_r18, detectnet_v2_r18_pruned, yolo_student, yolo_student_baseline) or "
+                                "the path of an .onnx file; null: the default released model")
     backend: Literal["onnxruntime", "tensorrt"] = Field(
         "onnxruntime", description="inference runtime: onnxruntime (CPU, any machine) or tensorrt (Jetson GPU/DLA; "
         "needs an engine from `maskwatch build-engine`, see docs/engine.md)")
@@ -148,8 +170,17 @@ class ModelConfig(_Section):
     thresholds: ThresholdsConfig = Field(default_factory=ThresholdsConfig, description="per-class score thresholds")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="box clustering overrides")
 
+    @field_validator("path")
+    @classmethod
+    def _known_model(cls, v: Optional[str]) -> Optional[str]:
+        if v and _is_model_name(v) and v not in released_models():
+            raise ValueError(f"no released model named {v!r}; allowed: {released_models()} or a path to an .onnx file")
+        return v
+
     def resolved_path(self) -> Path:
-        return Path(self.path).expanduser() if self.path else default_model_path()
+        if not self.path:
+            return default_model_path()
+        return default_model_path(self.path) if _is_model_name(self.path) else Path(self.path).expanduser()
 
 
 class TrackerConfig(_Section):

@@ -106,8 +106,22 @@ def test_every_field_has_description_and_default():
 
 def test_default_model_path_is_inside_the_package():
     p = C.default_model_path()
-    assert p.parts[-3:] == ("models", "detectnet_v2_r18", "model.onnx")
+    assert p.parts[-3:] == ("models", C.DEFAULT_MODEL, "model.onnx") and p.is_file()
     assert C.Config().model.resolved_path() == p
+
+
+def test_model_is_chosen_by_released_name_or_path(tmp_path):
+    names = C.released_models()
+    assert "detectnet_v2_r18" in names and C.DEFAULT_MODEL in names
+    for n in names:
+        cfg = C.parse(f"model:\n  path: {n}\n")
+        assert cfg.model.resolved_path() == C.default_model_path(n) and cfg.model.resolved_path().is_file()
+    onnx = tmp_path / "mine.onnx"
+    assert C.parse(f"model:\n  path: {onnx}\n").model.resolved_path() == onnx
+    with pytest.raises(C.ConfigError) as e:
+        C.parse("\nmodel:\n  path: yolo_studnet\n")
+    msg = str(e.value)
+    assert "model.path" in msg and "line 3" in msg and "detectnet_v2_r18" in msg, msg
 
 
 def test_diff_lists_changed_keys():
