@@ -24,3 +24,19 @@ def videos_dir() -> Path:
     if not VIDEOS.is_dir():
         pytest.fail(f"shared videos missing at {VIDEOS}")
     return VIDEOS
+
+
+def on_jetson() -> bool:
+    """A Jetson (L4T) board: ``/etc/nv_tegra_release`` exists or the device tree names one."""
+    model = Path("/proc/device-tree/model")
+    return Path("/etc/nv_tegra_release").exists() or (model.exists() and "jetson" in model.read_text(errors="ignore").lower())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``jetson`` need the device (TensorRT, pycuda, the hardware decoders): skipped elsewhere."""
+    if on_jetson():
+        return
+    skip = pytest.mark.skip(reason="needs a Jetson (TensorRT, pycuda, nvv4l2decoder); not a Jetson")
+    for item in items:
+        if "jetson" in item.keywords:
+            item.add_marker(skip)
