@@ -158,7 +158,7 @@ def student_meta(args) -> ModelMeta:
     """The metadata the student ships with (decoder ``yolo``)."""
     return ModelMeta(input_w=args.input_w, input_h=args.input_h, decoder="yolo",
                      outputs={f"p{s}": f"p{s}" for s in STRIDES}, strides=list(STRIDES),
-                     cluster={"method": "nms", "conf_threshold": 0.05, "iou_threshold": 0.5, "dbscan_eps": 0.6,
+                     cluster={"method": "nms", "conf_threshold": 0.1, "iou_threshold": 0.5, "dbscan_eps": 0.6,
                               "dbscan_min_samples": 0.0, "max_detections": 100})
 
 

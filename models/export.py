@@ -149,6 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dbscan-eps", type=float)
     ap.add_argument("--dbscan-min-samples", type=float)
     ap.add_argument("--iou-threshold", type=float, help="NMS IoU threshold stored in the model")
+    ap.add_argument("--conf-threshold", type=float, help="lowest score the decoder keeps (before the per-class "
+                    "operating thresholds), stored in the model")
     ap.add_argument("--fp32-weights", action="store_true", help="store weights as float32 (twice the file size)")
     ap.add_argument("--parity-images", type=Path, help="folder of real images for the PyTorch/ONNX parity check")
     ap.add_argument("--parity-count", type=int, default=8)
@@ -156,7 +158,8 @@ def main(argv=None) -> int:
     model, meta = load_checkpoint(a.ckpt)
     meta.version = a.version
     for key, val in (("method", a.cluster_method), ("dbscan_eps", a.dbscan_eps),
-                     ("dbscan_min_samples", a.dbscan_min_samples), ("iou_threshold", a.iou_threshold)):
+                     ("dbscan_min_samples", a.dbscan_min_samples), ("iou_threshold", a.iou_threshold),
+                     ("conf_threshold", a.conf_threshold)):
         if val is not None:
             meta.cluster[key] = val
     if a.eval:
