@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from edge.config import default_model_path
+
 REPO = Path(__file__).resolve().parents[2]
 DATA = (REPO / ".." / "shared" / "data").resolve()
 VIDEOS = DATA / "videos"
-RELEASED_MODEL = REPO / "models" / "detectnet_v2_r18" / "model.onnx"
+RELEASED_MODEL = default_model_path()  # the default released model (edge.config.DEFAULT_MODEL)
 DEV_MODEL = REPO / "runs" / "dev" / "model.onnx"
 
 UNMASKED = VIDEOS / "unmasked-man-outdoor-720p.mp4"

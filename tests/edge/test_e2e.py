@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.config import Config
+from edge.config import Config, released_models
 from edge.events import read_jsonl
 from edge.pipeline import Pipeline, RunOptions, with_overrides
 from edge.systemd import Notifier
@@ -26,6 +26,23 @@ from edge_helpers import alsa_home, run_maskwatch, write_config
 
 pytestmark = pytest.mark.slow
 RED_BGR = (40, 40, 230)  # the overlay's no_mask colour
+
+#: Known model errors, recorded as strict xfails per (test, released model) so a fix shows up as XPASS.
+KNOWN_FAILURES = {
+    ("masked_man_no_alarm", "detectnet_v2_r18"): "model detectnet_v2_r18 1.0.0: a shelf with round objects at the "
+    "top right ([1543, 65, 1829, 361] px, frame 60) is tracked as no_mask at score ~0.8 for 1.6 s; see "
+    "models/detectnet_v2_r18/MODEL_CARD.md 'Known failures'",
+}
+
+
+@pytest.fixture(params=released_models())
+def released_model(request):
+    """Every released model in turn (``model.path`` by name), with its known failures marked."""
+    test = request.node.originalname.replace("test_", "").replace("_each_model", "")
+    reason = KNOWN_FAILURES.get((test, request.param))
+    if reason:
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+    return request.param
 
 
 def frame_at(path, index):
@@ -41,9 +58,9 @@ def near(img, color, tol=70):
     return (np.abs(img.astype(int) - np.asarray(color)[None, None, :]).max(axis=2) <= tol)
 
 
-def test_unmasked_man_gives_one_alarm_one_sound_and_an_annotated_video(tmp_path, model_path, videos):
+def test_unmasked_man_gives_one_alarm_one_sound_and_an_annotated_video_each_model(tmp_path, released_model, videos):
     events, out = tmp_path / "events.jsonl", tmp_path / "annotated.mp4"
-    r = run_maskwatch(["run", "-c", write_config(tmp_path / "c.yaml", model_path), "--source", videos["unmasked"],
+    r = run_maskwatch(["run", "-c", write_config(tmp_path / "c.yaml", released_model), "--source", videos["unmasked"],
                        "--headless", "--fast", "--events", events, "--save-video", out], home=alsa_home(tmp_path))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "stopped (source ended): 206 frames" in r.stderr
@@ -69,12 +86,10 @@ def test_unmasked_man_gives_one_alarm_one_sound_and_an_annotated_video(tmp_path,
     assert near(shown[y1 + 10:y2 - 10, x1 + 10:x2 - 10], RED_BGR).mean() < 0.3, "the face itself is visible"
 
 
-@pytest.mark.xfail(strict=True, reason="known defect of model detectnet_v2_r18 1.0.0: a shelf with round objects at "
-                   "the top right ([1543, 65, 1829, 361] px, frame 60) is tracked as no_mask at score ~0.8 for 1.6 s; "
-                   "see models/detectnet_v2_r18/MODEL_CARD.md 'Known failures'")
-def test_masked_man_1080p_gives_no_alarm(tmp_path, model_path, videos):
+def test_masked_man_no_alarm_each_model(tmp_path, released_model, videos):
+    """masked-man-shop-1080p.mp4 gives no alarm."""
     events = tmp_path / "events.jsonl"
-    r = run_maskwatch(["run", "-c", write_config(tmp_path / "c.yaml", model_path), "--source", videos["masked_man"],
+    r = run_maskwatch(["run", "-c", write_config(tmp_path / "c.yaml", released_model), "--source", videos["masked_man"],
                        "--headless", "--fast", "--events", events], home=alsa_home(tmp_path))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "stopped (source ended): 250 frames" in r.stderr
