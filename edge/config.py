@@ -23,7 +23,7 @@ EXAMPLE_CONFIG = Path(__file__).with_name("config.example.yaml")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 #: The released model ``model.path: null`` runs: a folder of the ``models`` package holding ``model.onnx``.
-DEFAULT_MODEL = "detectnet_v2_r18"
+DEFAULT_MODEL = "yolo_student_baseline"
 
 
 def _models_dirs() -> List[Path]:
