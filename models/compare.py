@@ -118,6 +118,10 @@ def ablation_rows(run_dirs: List[Path]) -> List[Dict]:
             lam = f"fixed λ = {ck_args['kd_fixed_lambda']}"
         else:
             lam = f"adaptive, t = {ck_args['kd_t']}"
+        if ck_args.get("teacher") and ck_args.get("kd_weight", 1.0) != 1.0:
+            lam += f", KD weight {ck_args['kd_weight']}"
+        if ck_args.get("teacher") and ck_args.get("kd_box_weight", 1.0) != 1.0:
+            lam += f", box term ×{ck_args['kd_box_weight']}"
         rows.append({"run": d.name, "lambda": lam, "epochs": last["epoch"], "mAP50": last["mAP50"],
                      "mAP50_mask_no_mask": last["mAP50_mask_no_mask"], "mAP50_95": last["mAP50_95"],
                      "AP50_no_mask": last["AP50_no_mask"], "best_mAP50_mask_no_mask": best["mAP50_mask_no_mask"],

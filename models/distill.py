@@ -206,6 +206,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--kd-fixed-lambda", type=float, help="constant λ instead of the adaptive one (ablation)")
     ap.add_argument("--kd-weight", type=float, default=1.0, help="multiplies Σ λ_i L_KD,i")
     ap.add_argument("--kd-temperature", type=float, default=2.0)
+    ap.add_argument("--kd-box-weight", type=float, default=1.0,
+                    help="weight of the box term inside L_KD (1: seed 000; 0: distil the class distributions only)")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=4e-3, help="AdamW peak learning rate (cosine, 1 epoch warm-up)")
@@ -291,7 +293,7 @@ def fit(args: argparse.Namespace) -> List[Dict]:
             loss = hard
             if distil:
                 kd, kparts = kd_loss(pred, grid, t_box, t_logits, t_conf, t_cell_w, args.kd_t, args.kd_fixed_lambda,
-                                     args.kd_temperature)
+                                     args.kd_temperature, getattr(args, "kd_box_weight", 1.0))
                 loss = hard + args.kd_weight * kd
                 parts.update(kparts, kd=float(kd.detach()))
             opt.zero_grad(set_to_none=True)

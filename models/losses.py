@@ -105,8 +105,8 @@ def difficulty_weights(conf: torch.Tensor, t: float) -> torch.Tensor:
 
 
 def kd_loss(pred: torch.Tensor, grid: torch.Tensor, t_box: torch.Tensor, t_logits: torch.Tensor, t_conf: torch.Tensor,
-            t_cell_w: torch.Tensor, t: float = 0.5, fixed_lambda: float = None, temperature: float = 2.0
-            ) -> Tuple[torch.Tensor, Dict[str, float]]:
+            t_cell_w: torch.Tensor, t: float = 0.5, fixed_lambda: float = None, temperature: float = 2.0,
+            box_weight: float = 1.0) -> Tuple[torch.Tensor, Dict[str, float]]:
     """Difficulty-aware distillation term ``Σ_i λ_i · L_KD,i`` (seed 000 Algorithm 1, eqs. 4-6).
 
     Teacher objects are matched to student cells by :func:`edge.decoders.assign_yolo` (the same
@@ -125,6 +125,7 @@ def kd_loss(pred: torch.Tensor, grid: torch.Tensor, t_box: torch.Tensor, t_logit
         t_cell_w: (B, A) ``1 / (cells of the object)`` at matched cells, 0 elsewhere.
         t: eq. 4 threshold. fixed_lambda: use this constant λ instead (the ablation's baseline).
         temperature: T of the softened class distributions.
+        box_weight: weight of the box term inside ``L_KD`` (1 in seed 000; 0 distils the classes only).
 
     Returns:
         (scalar ``Σ_i λ_i L_KD,i / n_objects``, {"kd_box", "kd_cls", "lambda_mean": float}). The teacher
@@ -149,7 +150,7 @@ def kd_loss(pred: torch.Tensor, grid: torch.Tensor, t_box: torch.Tensor, t_logit
     lam = torch.full_like(sq, fixed_lambda) if fixed_lambda is not None else difficulty_weights(t_conf[m], t)
     w = t_cell_w[m]
     n_obj = w.sum().clamp(min=1e-6)
-    loss = (lam * w * (sq + bce)).sum() / n_obj
+    loss = (lam * w * (box_weight * sq + bce)).sum() / n_obj
     with torch.no_grad():
         parts = {"kd_box": float((w * sq).sum() / n_obj), "kd_cls": float((w * bce).sum() / n_obj),
                  "lambda_mean": float((lam * w).sum() / n_obj)}
