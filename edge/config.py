@@ -41,7 +41,7 @@ def _models_dirs() -> List[Path]:
 
 
 def released_models() -> List[str]:
-    """Names of the released models installed with the package (sorted), e.g. ``yolo_student``."""
+    """Names of the released models installed with the package (sorted), e.g. ``yolo_student_kd``."""
     return sorted({p.parent.name for d in _models_dirs() for p in d.glob("*/model.onnx")})
 
 
@@ -154,13 +154,13 @@ class EngineConfig(_Section):
 
 
 def _is_model_name(v: str) -> bool:
-    """A released model's name (``yolo_student``), not a file path."""
+    """A released model's name (``yolo_student_kd``), not a file path."""
     return "/" not in v and "\\" not in v and not v.endswith(".onnx")
 
 
 class ModelConfig(_Section):
     path: Optional[str] = Field(None, description="a released model's name (a folder of models/: "
-                                "detectnet_v2_r18, detectnet_v2_r18_pruned, yolo_student, yolo_student_baseline) or "
+                                "detectnet_v2_r18, detectnet_v2_r18_pruned, yolo_student_baseline (the default), yolo_student_kd) or "
                                 "the path of an .onnx file; null: the default released model")
     backend: Literal["onnxruntime", "tensorrt"] = Field(
         "onnxruntime", description="inference runtime: onnxruntime (CPU, any machine) or tensorrt (Jetson GPU/DLA; "

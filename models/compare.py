@@ -29,7 +29,7 @@ KNOWN = {
     "detectnet_v2_r18": ("DetectNet_v2 ResNet-18", "ResNet-18, stride 16", "teacher"),
     "detectnet_v2_r18_pruned": ("DetectNet_v2 ResNet-18 pruned", "ResNet-18 pruned, stride 16", None),
     "yolo_student_baseline": ("YOLO student, baseline", "ShuffleNetV2 + FPN/PAN, strides 8/16/32", "student baseline"),
-    "yolo_student": ("YOLO student, distilled", "ShuffleNetV2 + FPN/PAN, strides 8/16/32", "student distilled"),
+    "yolo_student_kd": ("YOLO student, distilled", "ShuffleNetV2 + FPN/PAN, strides 8/16/32", "student distilled"),
 }
 
 
