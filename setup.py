@@ -30,6 +30,7 @@ setup(
             "faster-coco-eval>=1.6",
             "matplotlib>=3.7",
             "tqdm>=4.66",
+            "torch-pruning==1.6.1",  # models/prune.py (DependencyGraph); needs only numpy + torch
         ],
         # the Jetson (JetPack 5, aarch64): pycuda builds against the CUDA toolkit JetPack installs; jetson-stats
         # is the jtop library (its service: `sudo jtop --install-service`); TensorRT and the GStreamer OpenCV

@@ -160,8 +160,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def fit(args: argparse.Namespace) -> Dict:
-    """Train as configured by :func:`parse_args`; returns the history list's last entry."""
+def fit(args: argparse.Namespace, model: torch.nn.Module | None = None, ckpt_extra: Dict | None = None) -> Dict:
+    """Train as configured by :func:`parse_args`; returns the history list's last entry.
+
+    ``model``: a prebuilt DetectNetV2-compatible module (``x (B,3,H,W) -> (coverage, bbox)``) to
+    train instead of building one from ``--width``/``--init`` (used by :mod:`models.prune` to
+    fine-tune a pruned network); checkpoints then still record ``widths`` from ``--width``.
+    ``ckpt_extra``: extra keys stored in ``last.pt`` and ``best.pt`` (e.g. a pruned model's
+    ``arch`` and channel counts, so :func:`models.export.load_checkpoint` can rebuild it).
+    """
     seed_everything(args.seed)
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -176,10 +183,12 @@ def fit(args: argparse.Namespace) -> Dict:
     meta = build_meta(args)
     geo = meta.detectnet
     widths = [max(8, int(round(w * args.width))) for w in (64, 128, 256, 512)]
-    model = DetectNetV2(len(CLASS_NAMES), widths).to(device)
-    if args.init:
-        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["ema"])
-        log.info("initialised from %s", args.init)
+    if model is None:
+        model = DetectNetV2(len(CLASS_NAMES), widths)
+        if args.init:
+            model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["ema"])
+            log.info("initialised from %s", args.init)
+    model = model.to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     ds = TrainSet(train_s, args.crop, geo, tuple(args.scale))
@@ -236,12 +245,12 @@ def fit(args: argparse.Namespace) -> Dict:
         ck = {"model": model.state_dict(), "ema": ema.model.state_dict(), "ema_step": ema.step, "opt": opt.state_dict(),
               "sched": sched.state_dict(), "epoch": epoch, "best": max(best, score), "history": history, "step": step,
               "rng": torch.get_rng_state(), "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "widths": widths, "meta": meta.to_json()}
+              "widths": widths, "meta": meta.to_json(), **(ckpt_extra or {})}
         torch.save(ck, last)
         if score > best:
             best = score
             torch.save({"ema": ema.model.state_dict(), "widths": widths, "meta": meta.to_json(), "epoch": epoch + 1,
-                        "metrics": rec, "args": ck["args"]}, args.out / "best.pt")
+                        "metrics": rec, "args": ck["args"], **(ckpt_extra or {})}, args.out / "best.pt")
         (args.out / "history.json").write_text(json.dumps(history, indent=1))
         plot_curves(history, args.out / "curves.png")
         eta = rec["elapsed_s"] / (epoch + 1) * (args.epochs - epoch - 1)
