@@ -88,14 +88,22 @@ def distillation_table(rows: List[Dict]) -> str:
 
 
 def pruning_table(models_dir: Path = MODELS) -> str:
+    """Params, FLOPs, latency and mAP@0.5 against the pruning stage (``pruning_table.json`` of models.prune)."""
     t = _load(models_dir / "detectnet_v2_r18_pruned" / "pruning_table.json")
     if not t:
         return "(no pruning table)"
-    rows = t["stages"] if isinstance(t, dict) and "stages" in t else t
-    keys = [k for k in rows[0].keys()]
-    out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    rows = t["rows"] if isinstance(t, dict) else t
+    out = ["| stage | channel ratio removed | weights kept | params (M) | GFLOPs (FLOPs kept) | ORT CPU ms (median) | "
+           "latency vs unpruned | mAP@0.5 | mAP@0.5 mask+no_mask | mAP@0.5:0.95 | fine-tune epochs |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append("| " + " | ".join(_f(r[k], "{:.3f}") if isinstance(r[k], float) else str(r[k]) for k in keys) + " |")
+        out.append(f"| {r['stage']} | {_f(r.get('ratio'), '{:.2f}')} | {_f(r.get('weights_kept', r.get('params_kept')), '{:.1%}')} | "
+                   f"{_f(r.get('params_M'), '{:.2f}')} | {_f(r.get('GFLOPs'), '{:.2f}')} ({_f(r.get('flops_kept'), '{:.1%}')}) | "
+                   f"{_f(r.get('ort_ms_median'), '{:.1f}')} | {_f(r.get('latency_vs_unpruned'), '{:.2f}')} | "
+                   f"{_f(r.get('mAP50'))} | {_f(r.get('mAP50_mask_no_mask'))} | {_f(r.get('mAP50_95'))} | "
+                   f"{r.get('fine_tune_epochs', '–')} |")
+    if isinstance(t, dict) and t.get("latency"):
+        out += ["", f"Latency: {t['latency']}"]
     return "\n".join(out)
 
 
