@@ -394,6 +394,11 @@ def decode_yolo(levels, input_hw: Tuple[int, int], params: YoloParams = YoloPara
     Returns:
         ``(boxes (K, 4) float32 xyxy in input px, scores (K,) float32, classes (K,) int64)``.
     """
+    for x, s in zip(levels, params.strides):
+        hw = np.shape(x)[-2:]
+        if tuple(hw) != (input_hw[0] // s, input_hw[1] // s):
+            raise ValueError(f"YOLO level of stride {s} has grid {tuple(hw)}, expected "
+                             f"{(input_hw[0] // s, input_hw[1] // s)} for input {input_hw}: outputs out of order?")
     p = flatten_yolo(levels)
     cx, cy, st = yolo_grid(input_hw, params)
     if len(p) != len(cx):

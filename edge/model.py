@@ -81,6 +81,15 @@ class ModelMeta:
         return DetectNetV2Params(self.stride, self.bbox_norm, self.cov_shrink)
 
     @property
+    def output_roles(self) -> List[str]:
+        """Output roles in the order the network returns its outputs (the ONNX graph's output order):
+        ``coverage, bbox`` for DetectNet_v2; ``p8, p16, p32`` (finest first) for YOLO. Never the order of
+        the ``outputs`` dict, which the JSON round trip sorts by key."""
+        if self.decoder == "yolo":
+            return [f"p{s}" for s in self.strides]
+        return ["coverage", "bbox"]
+
+    @property
     def yolo(self) -> YoloParams:
         return YoloParams(tuple(self.strides))
 
@@ -111,7 +120,7 @@ def postprocess(outputs: Dict[str, np.ndarray], meta: ModelMeta, lb: Letterbox, 
     if meta.decoder == "detectnet_v2":
         boxes, scores, classes = decode_detectnet_v2(outputs["coverage"], outputs["bbox"], meta.detectnet, cluster)
     elif meta.decoder == "yolo":
-        boxes, scores, classes = decode_yolo([outputs[k] for k in meta.outputs], (meta.input_h, meta.input_w),
+        boxes, scores, classes = decode_yolo([outputs[k] for k in meta.output_roles], (meta.input_h, meta.input_w),
                                              meta.yolo, cluster)
     else:
         raise ValueError(f"unknown decoder {meta.decoder!r} in model metadata; known: ['detectnet_v2', 'yolo']")

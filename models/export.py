@@ -86,7 +86,7 @@ def export_onnx(model: torch.nn.Module, meta: ModelMeta, out: Path, opset: int =
     x = torch.zeros(1, 3, meta.input_h, meta.input_w)
     model = model.float().eval().to(memory_format=torch.contiguous_format)
     torch.onnx.export(model, (x,), str(out), input_names=[meta.input_name],
-                      output_names=list(meta.outputs.values()), opset_version=opset,
+                      output_names=[meta.outputs[r] for r in meta.output_roles], opset_version=opset,
                       do_constant_folding=True, dynamo=False)
     m = onnx.load(str(out))
     if fp16_weights:
@@ -111,7 +111,7 @@ def parity(model: torch.nn.Module, onnx_path: Path, images: Sequence[Path]) -> D
         x, _ = preprocess(cv2.imread(str(p)), be.meta)
         with torch.no_grad():
             out = model(torch.from_numpy(x))
-        ref = {name: t.numpy() for name, t in zip(be.meta.outputs, out)}
+        ref = {role: t.numpy() for role, t in zip(be.meta.output_roles, out)}
         got = be.infer(x)
         for k in ref:
             d = np.abs(ref[k] - got[k])

@@ -105,9 +105,6 @@ def test_pruned_checkpoint_reloads_and_exports_to_onnx_the_runtime_decodes(face_
     assert boxes.dtype == np.float32 and boxes.shape == (len(scores), 4) and classes.dtype == np.int64
 
 
-@pytest.mark.xfail(strict=True, reason="models.export names ONNX outputs positionally from meta.outputs, which "
-                   "ModelMeta.from_json returns key-sorted (bbox first): a re-exported checkpoint gets coverage and "
-                   "bbox swapped; models.prune.deploy_meta works around it. Fix export.py, then drop this xfail.")
 def test_export_cli_names_the_outputs_of_a_reloaded_checkpoint_correctly(tmp_path):
     m = small_model(5)
     prune_ratio(m, 0.25, granularity=8)

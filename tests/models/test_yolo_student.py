@@ -68,7 +68,7 @@ def test_decode_nms_round_trip_on_hand_made_outputs():
     # nothing above threshold: empty, typed output
     b, s, c = decode_yolo(raw_levels_for(np.zeros((0, 4), np.float32), np.zeros(0, int)), HW, P)
     assert b.shape == (0, 4) and s.dtype == np.float32 and c.dtype == np.int64
-    with pytest.raises(ValueError, match="cells"):
+    with pytest.raises(ValueError, match="grid"):
         decode_yolo(raw_levels_for(boxes, classes), (64, 128), P)
 
 
