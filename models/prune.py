@@ -193,17 +193,6 @@ def save_pruned(path: Path, model: DetectNetV2, meta: ModelMeta, widths: Sequenc
     return path
 
 
-def deploy_meta(meta: ModelMeta) -> ModelMeta:
-    """``meta`` with ``outputs`` in the order DetectNetV2.forward returns them: coverage, then bbox.
-
-    Work-around: :func:`models.export.export_onnx` names the ONNX outputs positionally from
-    ``meta.outputs``, but :meth:`ModelMeta.from_json` returns that dict key-sorted (``bbox``
-    first), so re-exporting a checkpoint through ``load_checkpoint`` swaps the two output names.
-    """
-    meta.outputs = {r: meta.outputs[r] for r in ("coverage", "bbox")}
-    return meta
-
-
 def residual_add_channels(model: DetectNetV2) -> List[tuple]:
     """(block name, channels of the residual branch, channels of the shortcut) for every BasicBlock."""
     from models.nets.resnet import BasicBlock
@@ -333,7 +322,6 @@ def report(a: argparse.Namespace) -> List[Dict]:
     outdir = a.out / "report"
     for k, path in ckpts:
         model, meta = load_checkpoint(path)
-        meta = deploy_meta(meta)
         meta.cluster.update(method=a.cluster_method, iou_threshold=a.iou_threshold)
         onnx_path = export_onnx(model, meta, outdir / f"stage{k}.onnx")
         st = model_stats(model, meta)
@@ -366,32 +354,6 @@ def report(a: argparse.Namespace) -> List[Dict]:
     return rows
 
 
-def role_parity(model: nn.Module, onnx_path: Path, images: Sequence[Path]) -> Dict[str, float]:
-    """Max / mean abs difference per output role, PyTorch fp32 (coverage, bbox) vs ONNX Runtime, on real images.
-
-    :func:`models.export.parity` pairs the PyTorch outputs with ``meta.outputs`` in the metadata's
-    (key-sorted) order; this pairs them by role, as DetectNetV2.forward returns them.
-    """
-    import cv2
-    import numpy as np
-
-    from edge.backends.onnxruntime import OnnxRuntimeBackend
-    from edge.model import preprocess
-
-    be, worst = OnnxRuntimeBackend(onnx_path), {}
-    model = model.float().eval()
-    for p in images:
-        x, _ = preprocess(cv2.imread(str(p)), be.meta)
-        with torch.no_grad():
-            ref = dict(zip(("coverage", "bbox"), (t.numpy() for t in model(torch.from_numpy(x)))))
-        got = be.infer(x)
-        for k in ref:
-            d = np.abs(ref[k] - got[k])
-            worst[f"{k}_max_abs"] = max(worst.get(f"{k}_max_abs", 0.0), float(d.max()))
-            worst[f"{k}_mean_abs"] = max(worst.get(f"{k}_mean_abs", 0.0), float(d.mean()))
-    return worst
-
-
 def release(a: argparse.Namespace) -> Path:
     """Release one pruned stage as ``scripts/release_detectnet_v2.sh`` does for the unpruned model.
 
@@ -403,13 +365,12 @@ def release(a: argparse.Namespace) -> Path:
     from edge.backends.onnxruntime import OnnxRuntimeBackend
     from models.data import read_dataset, split
     from models.evaluate import evaluate
-    from models.export import export_onnx, load_checkpoint, model_stats
+    from models.export import export_onnx, load_checkpoint, model_stats, parity
 
     out, sfx = a.release, a.suffix
     out.mkdir(parents=True, exist_ok=True)
     _, val = split(read_dataset(a.data), a.val_hex)
     model, meta = load_checkpoint(a.ckpt)
-    meta = deploy_meta(meta)
     meta.version = a.version
     meta.cluster.update(method=a.cluster_method, iou_threshold=a.iou_threshold)
     cand = export_onnx(model, meta, a.out / f"release_candidate{sfx}.onnx")
@@ -423,7 +384,7 @@ def release(a: argparse.Namespace) -> Path:
     meta.metrics = {k: ev[k] for k in ev if k.startswith(("AP", "mAP", "no_mask_"))}
     onnx_path = export_onnx(model, meta, out / f"model{sfx}.onnx")
     imgs = sorted((a.data / "images").glob("*.jpg"))[:8]
-    (out / f"export{sfx}.json").write_text(json.dumps({"parity": role_parity(model, onnx_path, imgs), **model_stats(model, meta)}, indent=1))
+    (out / f"export{sfx}.json").write_text(json.dumps({"parity": parity(model, onnx_path, imgs), **model_stats(model, meta)}, indent=1))
     (out / f"latency{sfx}.json").write_text(json.dumps(_latency(onnx_path, a.runs)))
     sdir = a.ckpt.with_suffix("")
     for src, dst in ((sdir / "curves.png", out / f"training_curves{sfx}.png"), (sdir / "split.json", out / "split.json")):

@@ -14,11 +14,11 @@ import torch
 from edge.backends.onnxruntime import OnnxRuntimeBackend
 from edge.decoders import box_iou
 from edge.model import ModelMeta, apply_thresholds, postprocess, preprocess
-from models.export import export_onnx, load_checkpoint, model_stats
+from models.export import export_onnx, load_checkpoint, model_stats, parity
 from models.nets import DetectNetV2
 from models.nets.resnet import BasicBlock
-from models.prune import (ARCH, deploy_meta, load_pruned, main as prune_main, prune_ratio, prune_threshold,
-                          residual_add_channels, role_parity, save_pruned)
+from models.prune import (ARCH, load_pruned, main as prune_main, prune_ratio, prune_threshold,
+                          residual_add_channels, save_pruned)
 from tests.conftest import REPO
 
 WIDTHS = (16, 32, 64, 128)
@@ -91,11 +91,11 @@ def test_pruned_checkpoint_reloads_and_exports_to_onnx_the_runtime_decodes(face_
         for got in (re(x), via_export(x)):
             for a, b in zip(ref, got):
                 torch.testing.assert_close(a, b)
-    onnx_path = export_onnx(via_export, deploy_meta(meta2), tmp_path / "pruned.onnx")
+    onnx_path = export_onnx(via_export, meta2, tmp_path / "pruned.onnx")
     be = OnnxRuntimeBackend(onnx_path)
     assert be.meta == meta and be.meta.decoder == "detectnet_v2"
     img_path = face_mask_dir / "images" / f"{REAL_IMAGE}.jpg"
-    diff = role_parity(via_export, onnx_path, [img_path])
+    diff = parity(via_export, onnx_path, [img_path])
     assert diff["coverage_max_abs"] < 2e-2 and diff["bbox_max_abs"] < 0.2, diff
     img = cv2.imread(str(img_path))
     xi, lb = preprocess(img, be.meta)
