@@ -48,7 +48,7 @@ from models.data import Sample, class_counts, read_dataset, split, write_split
 from models.evaluate import coco_metrics, run_images
 from models.losses import flatten_levels, kd_loss, yolo_loss
 from models.nets.yolo import STRIDES, YoloStudent
-from models.train import EMA, seed_everything
+from models.train import EMA, resume_from, seed_everything, warmup_cosine
 
 log = logging.getLogger("models.distill")
 cv2.setNumThreads(1)  # the data-loader worker shares 2 cores with training
@@ -265,19 +265,13 @@ def fit(args: argparse.Namespace) -> List[Dict]:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     total = args.epochs * len(dl)
     warm = len(dl)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+    sched = warmup_cosine(opt, total, warm)
     ema = EMA(model)
     history: List[Dict] = []
     start_epoch, best, step = 0, -math.inf, 0
     last = args.out / "last.pt"
     if args.resume and last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"]); ema.model.load_state_dict(ck["ema"]); ema.step = ck["ema_step"]
-        opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
-        start_epoch, best, history, step = ck["epoch"] + 1, ck["best"], ck["history"], ck["step"]
-        torch.set_rng_state(ck["rng"])
-        log.info("resumed from %s at epoch %d", last, start_epoch)
+        start_epoch, best, history, step = resume_from(last, model, ema, opt, sched)
     t_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
     for epoch in range(start_epoch, args.epochs):
         model.train()

@@ -88,6 +88,26 @@ class EMA:
                 v.copy_(msd[k])
 
 
+def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int, warm_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warm_steps`` then cosine decay to 0 at ``total_steps`` (per optimiser step)."""
+    warm = max(1, warm_steps)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total_steps - warm))))
+
+
+def resume_from(last: Path, model: torch.nn.Module, ema: "EMA", opt, sched, device="cpu"):
+    """Restore a ``last.pt`` written by :func:`fit` (or ``models.distill``) into the given objects.
+
+    Returns ``(start_epoch, best, history, step)``.
+    """
+    ck = torch.load(last, map_location=device, weights_only=False)
+    model.load_state_dict(ck["model"]); ema.model.load_state_dict(ck["ema"]); ema.step = ck["ema_step"]
+    opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
+    torch.set_rng_state(ck["rng"])
+    log.info("resumed from %s at epoch %d", last, ck["epoch"] + 1)
+    return ck["epoch"] + 1, ck["best"], ck["history"], ck["step"]
+
+
 def torch_infer(model: torch.nn.Module, device: torch.device, amp: bool):
     """Wrap a DetectNetV2 as ``(1,3,H,W) float32 ndarray -> {"coverage", "bbox"}`` for the NumPy decoder."""
     @torch.no_grad()
@@ -202,19 +222,13 @@ def fit(args: argparse.Namespace, model: torch.nn.Module | None = None, ckpt_ext
     steps_per_epoch = len(dl)
     total = args.epochs * steps_per_epoch
     warm = max(1, int(args.warmup_epochs * steps_per_epoch))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+    sched = warmup_cosine(opt, total, warm)
     ema = EMA(model)
     history: List[Dict] = []
     start_epoch, best, step = 0, -1.0, 0
     last = args.out / "last.pt"
     if args.resume and last.exists():
-        ck = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"]); ema.model.load_state_dict(ck["ema"]); ema.step = ck["ema_step"]
-        opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
-        start_epoch, best, history, step = ck["epoch"] + 1, ck["best"], ck["history"], ck["step"]
-        torch.set_rng_state(ck["rng"])
-        log.info("resumed from %s at epoch %d", last, start_epoch)
+        start_epoch, best, history, step = resume_from(last, model, ema, opt, sched, device)
     t_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
     for epoch in range(start_epoch, args.epochs):
         model.train()
