@@ -2,8 +2,8 @@
 
 CLI::
 
-    python -m models.compare --out docs/model_comparison.md --plot models/accuracy_vs_latency.png \\
-        --ablation runs/s_base runs/s_kd_t25 runs/s_kd_t50 runs/s_kd_t75 runs/s_kd_fixed
+    python -m models.compare --out docs/model_comparison.md --plot models/accuracy_vs_latency.png --readme README.md \\
+        --ablation runs/s_base runs/s_kd_t25 runs/s_kd_t50 runs/s_kd_t75 runs/s_kd_fixed runs/s_kd_w025 runs/s_kd_clsonly
 
 Reads, for each folder ``models/<name>/`` holding a ``model.onnx``: ``eval.json`` (models.evaluate),
 ``latency.json`` (models.benchmark) and ``export.json`` (models.export: params, GFLOPs), and
@@ -153,11 +153,18 @@ def plot(rows: List[Dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
+    for i, r in enumerate(rows):
         if r["ms"] is None or r.get("mAP50") is None:
             continue
         ax.scatter(r["ms"], r["mAP50"], s=60, zorder=3)
-        ax.annotate(r["title"], (r["ms"], r["mAP50"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.annotate(r["title"], (r["ms"], r["mAP50"]), textcoords="offset points", xytext=(6, 4 if i % 2 else -10),
+                    fontsize=8)
+    t = _load(MODELS / "detectnet_v2_r18_pruned" / "pruning_table.json")
+    for r in (t["rows"] if isinstance(t, dict) else []):  # every pruning stage (1 and 3 are not released by name)
+        if r["stage"] in (1, 3):
+            ax.scatter(r["ort_ms_median"], r["mAP50"], s=30, marker="x", color="grey", zorder=3)
+            ax.annotate(f"pruned stage {r['stage']} ({r['weights_kept']:.0%} weights)", (r["ort_ms_median"], r["mAP50"]),
+                        textcoords="offset points", xytext=(6, -10), fontsize=7, color="grey")
     ax.set_xscale("log"); ax.set_xlabel("ONNX Runtime latency, batch 1, 2-core CPU (median ms, log scale)")
     ax.set_ylabel("mAP@0.5 (3 classes, validation split)"); ax.grid(alpha=0.3, which="both")
     ax.axvline(1000 / 60, color="grey", ls="--", lw=0.8); ax.text(1000 / 60, ax.get_ylim()[1] * 0.98, " 60 fps", fontsize=8, va="top")
@@ -170,20 +177,32 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="write the Markdown tables here")
     ap.add_argument("--plot", type=Path, help="write the accuracy-vs-latency PNG here")
     ap.add_argument("--ablation", type=Path, nargs="*", default=[], help="distillation run folders (history.json)")
+    ap.add_argument("--readme", type=Path, help="also replace the text between <!-- compare:start --> and "
+                    "<!-- compare:end --> in this file")
     a = ap.parse_args(argv)
     rows = released()
     text = ["### Detectors (seed 004 Tables 1-2 style)", "", detector_table(rows), "",
             "### Distillation (seed 000 Table III style; precision and recall over all classes at the operating thresholds)",
             "", distillation_table(rows), "", "### Pruning", "", pruning_table(), ""]
-    if a.ablation:
+    saved = MODELS / "yolo_student_kd" / "ablation.json"
+    if a.ablation:  # from the run folders; kept beside the distilled model so the table survives runs/
+        abl = ablation_rows(a.ablation)
+        saved.write_text(json.dumps(abl, indent=1))
+    else:
+        abl = _load(saved) or []
+    if abl:
         text += ["### Distillation ablation (validation every 3 epochs; figures at the last epoch)", "",
-                 ablation_table(ablation_rows(a.ablation)), ""]
+                 ablation_table(abl), ""]
     md = "\n".join(text)
     print(md)
     if a.out:
         a.out.write_text(md)
     if a.plot:
         plot(rows, a.plot)
+    if a.readme:
+        text = a.readme.read_text()
+        i, j = text.index("<!-- compare:start -->"), text.index("<!-- compare:end -->")
+        a.readme.write_text(text[:i] + "<!-- compare:start -->\n" + md + text[j:])
     return 0
 
 
