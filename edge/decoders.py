@@ -17,6 +17,7 @@ clustered per class by DBSCAN (as TAO and DeepStream do) or NMS.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import List, Tuple
 
@@ -304,8 +305,12 @@ class YoloParams:
     max_log: float = 6.0
 
 
+@functools.lru_cache(maxsize=8)
 def yolo_grid(input_hw: Tuple[int, int], params: YoloParams = YoloParams()) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All cells of all levels, level by level, row-major.
+
+    Computed once per (input size, params) and cached (the frame loop decodes every frame); the
+    arrays are read-only.
 
     Returns:
         ``(cx (A,) float32 px, cy (A,) float32 px, stride (A,) float32 px)`` with
@@ -317,7 +322,10 @@ def yolo_grid(input_hw: Tuple[int, int], params: YoloParams = YoloParams()) -> T
         cx, cy = grid_centres((h // s, w // s), s)
         gx, gy = np.meshgrid(cx, cy)
         cxs.append(gx.ravel()); cys.append(gy.ravel()); ss.append(np.full(gx.size, s, np.float32))
-    return np.concatenate(cxs), np.concatenate(cys), np.concatenate(ss)
+    out = (np.concatenate(cxs), np.concatenate(cys), np.concatenate(ss))
+    for a in out:
+        a.setflags(write=False)
+    return out
 
 
 def flatten_yolo(levels) -> np.ndarray:

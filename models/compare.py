@@ -108,17 +108,18 @@ def pruning_table(models_dir: Path = MODELS) -> str:
 
 
 def ablation_rows(run_dirs: List[Path]) -> List[Dict]:
+    """One row per distillation run folder (``history.json`` + the arguments in ``last.pt``), last epoch and best."""
+    import torch  # only for reading each run's arguments from last.pt
+
     rows = []
     for d in run_dirs:
         h = _load(d / "history.json")
-        ck_args = None
         if not h:
             continue
         val = [e for e in h if "mAP50" in e]
         if not val:
             continue
         last, best = val[-1], max(val, key=lambda e: e["mAP50_mask_no_mask"])
-        import torch  # only for reading the run's arguments from last.pt
         ck_args = torch.load(d / "last.pt", map_location="cpu", weights_only=False)["args"]
         if not ck_args.get("teacher"):
             lam = "none (baseline)"

@@ -45,10 +45,9 @@ from edge.decoders import CLASS_NAMES, YoloParams, assign_yolo, yolo_grid
 from edge.model import ModelMeta, postprocess, preprocess
 from models import augment
 from models.data import Sample, class_counts, read_dataset, split, write_split
-from models.evaluate import coco_metrics, run_images
 from models.losses import flatten_levels, kd_loss, yolo_loss
 from models.nets.yolo import STRIDES, YoloStudent
-from models.train import EMA, resume_from, seed_everything, warmup_cosine
+from models.train import EMA, plot_curves, resume_from, seed_everything, validate, warmup_cosine
 
 log = logging.getLogger("models.distill")
 cv2.setNumThreads(1)  # the data-loader worker shares 2 cores with training
@@ -162,37 +161,6 @@ def student_meta(args) -> ModelMeta:
                               "dbscan_min_samples": 0.0, "max_detections": 100})
 
 
-def torch_infer(model: torch.nn.Module):
-    """Wrap the student as ``(1,3,H,W) float32 ndarray -> {"p8", "p16", "p32"}`` for the NumPy decoder."""
-    @torch.no_grad()
-    def infer(x: np.ndarray) -> Dict[str, np.ndarray]:
-        outs = model(torch.from_numpy(x))
-        return {f"p{s}": o.float().numpy() for s, o in zip(STRIDES, outs)}
-    return infer
-
-
-def validate(model, meta: ModelMeta, samples: Sequence[Sample]) -> Dict[str, float]:
-    model.eval()
-    dets = run_images(torch_infer(model), meta, [s.image for s in samples], class_agnostic=False)
-    return coco_metrics([(s.boxes, s.labels) for s in samples], dets)
-
-
-def plot_curves(history: List[Dict], path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [h["epoch"] for h in history]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    for k in ("loss", "hard", "kd"):
-        a1.plot(ep, [h.get(k, float("nan")) for h in history], label=k)
-    a1.set_yscale("log"); a1.set_xlabel("epoch"); a1.set_title(f"training loss ({title})"); a1.legend(); a1.grid(alpha=0.3)
-    for k in ("AP50_mask", "AP50_no_mask", "mAP50", "mAP50_mask_no_mask", "mAP50_95"):
-        a2.plot(ep, [h.get(k, float("nan")) for h in history], label=k)
-    a2.set_xlabel("epoch"); a2.set_ylim(0, 1); a2.set_title("validation (EMA weights)"); a2.legend(fontsize=8); a2.grid(alpha=0.3)
-    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="VOC or KITTI dataset folder")
@@ -304,7 +272,7 @@ def fit(args: argparse.Namespace) -> List[Dict]:
         rec = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()}, "lr": sched.get_last_lr()[0]}
         last_epoch = epoch + 1 == args.epochs or bool(args.max_steps and step >= args.max_steps)
         if not args.no_val and ((epoch + 1) % args.val_every == 0 or last_epoch):
-            rec.update(validate(ema.model, meta, val_s))
+            rec.update(validate(ema.model, meta, val_s, torch.device("cpu"), amp=False))
         rec["elapsed_s"] = time.time() - t_start
         history.append(rec)
         score = rec.get("mAP50_mask_no_mask", -1.0 if not args.no_val else -rec["loss"])
@@ -319,7 +287,8 @@ def fit(args: argparse.Namespace) -> List[Dict]:
             torch.save({"arch": "yolo", "net": net_cfg, "ema": ema.model.state_dict(), "meta": meta.to_json(),
                         "epoch": epoch + 1, "metrics": rec, "args": cargs}, args.out / "best.pt")
         (args.out / "history.json").write_text(json.dumps(history, indent=1))
-        plot_curves(history, args.out / "curves.png", "distilled" if distil else "baseline")
+        plot_curves(history, args.out / "curves.png", {"loss": "total", "hard": "L_hard", "kd": "Σ λ·L_KD"},
+                    f"training loss ({'distilled' if distil else 'baseline'})")
         eta = rec["elapsed_s"] / (epoch + 1) * (args.epochs - epoch - 1)
         log.info("epoch %d/%d loss %.4f %s | %.0f s elapsed, ETA %.0f s", epoch + 1, args.epochs, rec["loss"],
                  " ".join(f"{k} {v:.3f}" for k, v in rec.items() if k.startswith(("AP", "mAP", "lambda"))),

@@ -108,36 +108,43 @@ def resume_from(last: Path, model: torch.nn.Module, ema: "EMA", opt, sched, devi
     return ck["epoch"] + 1, ck["best"], ck["history"], ck["step"]
 
 
-def torch_infer(model: torch.nn.Module, device: torch.device, amp: bool):
-    """Wrap a DetectNetV2 as ``(1,3,H,W) float32 ndarray -> {"coverage", "bbox"}`` for the NumPy decoder."""
+def torch_infer(model: torch.nn.Module, meta: ModelMeta, device: torch.device, amp: bool):
+    """Wrap a detector as ``(1,3,H,W) float32 ndarray -> {role: ndarray}`` for the NumPy decoder; the
+    network's outputs are named by ``meta.output_roles`` (``coverage, bbox`` or ``p8, p16, p32``)."""
     @torch.no_grad()
     def infer(x: np.ndarray) -> Dict[str, np.ndarray]:
         t = torch.from_numpy(x).to(device)
         if device.type == "cpu":
             t = t.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            cov, bbox = model(t)
-        return {"coverage": cov.float().cpu().numpy(), "bbox": bbox.float().cpu().numpy()}
+            outs = model(t)
+        return {role: o.float().cpu().numpy() for role, o in zip(meta.output_roles, outs)}
     return infer
 
 
 def validate(model, meta: ModelMeta, samples: Sequence[Sample], device, amp: bool) -> Dict[str, float]:
     """COCO metrics of ``model`` on ``samples`` at the deployed input size (per-class clustering)."""
     model.eval()
-    dets = run_images(torch_infer(model, device, amp), meta, [s.image for s in samples], class_agnostic=False)
+    dets = run_images(torch_infer(model, meta, device, amp), meta, [s.image for s in samples], class_agnostic=False)
     return coco_metrics([(s.boxes, s.labels) for s in samples], dets)
 
 
-def plot_curves(history: List[Dict], path: Path) -> None:
+#: Loss curves of the DetectNet_v2 run: history key -> legend label.
+DETECTNET_LOSSES = {"loss": "total", "loss_cov": "coverage L2", "loss_bbox": "bbox L1"}
+
+
+def plot_curves(history: List[Dict], path: Path, losses: Dict[str, str] = DETECTNET_LOSSES,
+                title: str = "training loss") -> None:
+    """PNG of the training losses (``losses``: history key -> label, log scale) and validation AP per epoch."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ep = [h["epoch"] for h in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    a1.plot(ep, [h["loss"] for h in history], label="total"); a1.plot(ep, [h["loss_cov"] for h in history], label="coverage L2")
-    a1.plot(ep, [h["loss_bbox"] for h in history], label="bbox L1"); a1.set_yscale("log"); a1.set_xlabel("epoch")
-    a1.set_title("training loss"); a1.legend(); a1.grid(alpha=0.3)
+    for k, label in losses.items():
+        a1.plot(ep, [h.get(k, float("nan")) for h in history], label=label)
+    a1.set_yscale("log"); a1.set_xlabel("epoch"); a1.set_title(title); a1.legend(); a1.grid(alpha=0.3)
     for k in ("AP50_mask", "AP50_no_mask", "AP50_mask_incorrect", "mAP50_mask_no_mask", "mAP50_95"):
         a2.plot(ep, [h.get(k, float("nan")) for h in history], label=k)
     a2.set_xlabel("epoch"); a2.set_ylim(0, 1); a2.set_title("validation (EMA weights)"); a2.legend(fontsize=8); a2.grid(alpha=0.3)

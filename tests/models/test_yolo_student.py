@@ -116,7 +116,7 @@ def test_kd_lambda_follows_sigmoid_of_conf_minus_t_and_gradient_reaches_only_the
     # a student that reproduces the teacher's box and class logits has only the BCE floor left
     perfect = pred.detach().clone()
     own = t_w[0] > 0
-    cx, cy, st = (torch.from_numpy(a) for a in yolo_grid(HW, P))
+    cx, cy, st = (torch.tensor(a) for a in yolo_grid(HW, P))
     b = torch.tensor([40.0, 20.0, 110.0, 90.0])
     perfect[0, own, :4] = torch.log(torch.stack([cx[own] - b[0], cy[own] - b[1], b[2] - cx[own], b[3] - cy[own]], 1)
                                     / st[own, None])
