@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.8",
     packages=find_packages(include=["edge", "edge.*", "models", "models.*"]),
     include_package_data=True,
-    package_data={"edge": ["*.yaml", "assets/*", "py.typed"], "models": ["*/model.onnx", "*/MODEL_CARD.md", "*/*.json"]},
+    package_data={"edge": ["*.yaml", "assets/*", "py.typed"], "models": ["*/model*.onnx", "*/MODEL_CARD.md", "*/*.json"]},
     install_requires=[
         # runtime (edge/): Python 3.8 (JetPack 5) to 3.12
         "numpy>=1.21",

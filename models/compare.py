@@ -77,12 +77,23 @@ def detector_table(rows: List[Dict]) -> str:
     return "\n".join(out)
 
 
-def distillation_table(rows: List[Dict]) -> str:
+#: The teacher's evaluation at the time the released students were distilled and the pruned model
+#: was cut (``detectnet_v2_r18`` 1.0.0); the folder's ``eval.json`` belongs to the current release.
+TEACHER_AT_DISTILLATION = ("1.0.0", "detectnet_v2_r18/eval_1.0.0.json")
+
+
+def distillation_table(rows: List[Dict], models_dir: Path = MODELS) -> str:
     out = ["| network | mAP@0.5 | precision | mAP@0.5:0.95 | recall |", "|---|---|---|---|---|"]
+    version, rel = TEACHER_AT_DISTILLATION
+    used = _load(models_dir / rel)
     for role in ("teacher", "student baseline", "student distilled"):
+        if role == "teacher" and used:
+            out.append(f"| teacher used for distillation: DetectNet_v2 ResNet-18 {version} | {_f(used.get('mAP50'))} | "
+                       f"{_f(used.get('precision'))} | {_f(used.get('mAP50_95'))} | {_f(used.get('recall'))} |")
         for r in rows:
             if r["role"] == role:
-                out.append(f"| {role}: {r['title']} | {_f(r.get('mAP50'))} | {_f(r.get('precision'))} | "
+                label = f"{role}: {r['title']}" if not (role == "teacher" and used) else f"current release: {r['title']}"
+                out.append(f"| {label} | {_f(r.get('mAP50'))} | {_f(r.get('precision'))} | "
                            f"{_f(r.get('mAP50_95'))} | {_f(r.get('recall'))} |")
     return "\n".join(out)
 

@@ -150,3 +150,22 @@ def write_split(path: Path, train: Sequence[Sample], val: Sequence[Sample], val_
 def class_counts(samples: Sequence[Sample]) -> Dict[str, int]:
     labels = np.concatenate([s.labels for s in samples]) if samples else np.zeros(0, np.int64)
     return {n: int((labels == i).sum()) for i, n in enumerate(CLASS_NAMES)}
+
+
+def repeat_factors(samples: Sequence[Sample], threshold: float = 0.3, n_classes: int = 3) -> np.ndarray:
+    """Repeat-factor sampling weights (Gupta et al., LVIS, CVPR 2019, sec. 3.2).
+
+    For class ``c`` with ``f_c`` the fraction of images holding it, ``r_c = max(1, sqrt(t / f_c))``;
+    an image's factor is the largest ``r_c`` of its classes. Images with rare classes (here
+    ``no_mask`` and ``mask_incorrect``) are drawn more often; ``threshold`` 0 gives all ones.
+
+    Returns:
+        (len(samples),) float64, each >= 1.
+    """
+    n = max(1, len(samples))
+    has = np.zeros((len(samples), n_classes), bool)
+    for i, s in enumerate(samples):
+        has[i, np.unique(np.asarray(s.labels, np.int64))] = True
+    f = has.sum(0) / n
+    r_c = np.where(f > 0, np.maximum(1.0, np.sqrt(threshold / np.maximum(f, 1e-12))), 1.0)
+    return np.array([max([1.0] + [float(r_c[c]) for c in np.flatnonzero(h)]) for h in has])

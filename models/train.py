@@ -26,13 +26,13 @@ from typing import Dict, List, Sequence
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm import tqdm
 
 from edge.decoders import CLASS_NAMES, DetectNetV2Params, encode_detectnet_v2
 from edge.model import ModelMeta
 from models import augment
-from models.data import Sample, class_counts, read_dataset, split, write_split
+from models.data import Sample, class_counts, read_dataset, repeat_factors, split, write_split
 from models.evaluate import coco_metrics, run_images
 from models.losses import detectnet_v2_loss
 from models.nets import DetectNetV2
@@ -46,18 +46,31 @@ class TrainSet(Dataset):
     Items: ``(image (3,S,S) float32 RGB/255, coverage (C,S/16,S/16), bbox (4C,S/16,S/16))``.
     """
 
-    def __init__(self, samples: Sequence[Sample], crop: int, geo: DetectNetV2Params, scale=(0.6, 2.5)):
+    def __init__(self, samples: Sequence[Sample], crop: int, geo: DetectNetV2Params, scale=(0.6, 2.5),
+                 p_zoom: float = 0.0, zoom=(40.0, 250.0), seed: int = 0):
         self.samples = list(samples)
         self.images = [cv2.imread(str(s.image)) for s in self.samples]
         self.crop, self.geo = crop, geo
         self.t = augment.train_transform(crop, scale)
+        self.t_zoom = augment.train_transform(crop, None)
+        self.p_zoom, self.zoom = p_zoom, tuple(zoom)
+        self.rng = np.random.default_rng(seed)
+
+    def set_random_seed(self, seed: int) -> None:
+        """Seed both albumentations pipelines and the face-zoom draw (one call per DataLoader worker)."""
+        self.t.set_random_seed(seed); self.t_zoom.set_random_seed(seed + 1)
+        self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int):
         s = self.samples[i]
-        img, boxes, labels = augment.apply(self.t, self.images[i], s.boxes, s.labels)
+        if self.p_zoom and self.rng.random() < self.p_zoom:
+            img, b = augment.face_zoom(self.images[i], s.boxes, self.rng, self.zoom)
+            img, boxes, labels = augment.apply(self.t_zoom, img, b, s.labels)
+        else:
+            img, boxes, labels = augment.apply(self.t, self.images[i], s.boxes, s.labels)
         cov, bbox = encode_detectnet_v2(boxes, labels, (self.crop, self.crop), len(CLASS_NAMES), self.geo)
         x = img[:, :, ::-1].astype(np.float32).transpose(2, 0, 1) / 255.0
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(cov), torch.from_numpy(bbox)
@@ -174,6 +187,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--bbox-weight", type=float, default=2.0, help="weight of the bbox L1 term")
     ap.add_argument("--width", type=float, default=1.0, help="backbone width multiplier")
     ap.add_argument("--scale", type=float, nargs=2, default=[0.6, 2.5], help="scale jitter range (min max)")
+    ap.add_argument("--p-zoom", type=float, default=0.0,
+                    help="probability a crop is rescaled so one face is --zoom px wide (augment.face_zoom)")
+    ap.add_argument("--zoom", type=float, nargs=2, default=[40.0, 250.0], help="face-zoom width range, px")
+    ap.add_argument("--rfs", type=float, default=0.0,
+                    help="repeat-factor sampling threshold (LVIS); 0 = uniform, 0.3 oversamples no_mask images")
     ap.add_argument("--init", type=Path, help="start from this checkpoint's EMA weights (fine-tuning)")
     ap.add_argument("--warmup-epochs", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
@@ -218,13 +236,22 @@ def fit(args: argparse.Namespace, model: torch.nn.Module | None = None, ckpt_ext
     model = model.to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
-    ds = TrainSet(train_s, args.crop, geo, tuple(args.scale))
+    ds = TrainSet(train_s, args.crop, geo, tuple(args.scale), args.p_zoom,
+                  args.zoom, args.seed)
     g = torch.Generator().manual_seed(args.seed)
-    dl = DataLoader(ds, batch_size=min(args.batch, len(ds)), shuffle=True, drop_last=True, generator=g,
+    rfs = args.rfs
+    sampler = None
+    if rfs > 0:
+        r = repeat_factors(train_s, rfs, len(CLASS_NAMES))
+        sampler = WeightedRandomSampler(torch.as_tensor(r), num_samples=len(ds), replacement=True, generator=g)
+        log.info("repeat-factor sampling t=%.2f: %d of %d images repeated, mean factor %.2f",
+                 rfs, int((r > 1).sum()), len(r), float(r.mean()))
+    dl = DataLoader(ds, batch_size=min(args.batch, len(ds)), shuffle=sampler is None, sampler=sampler,
+                    drop_last=True, generator=g if sampler is None else None,
                     num_workers=args.workers, persistent_workers=args.workers > 0,
-                    worker_init_fn=lambda w: ds.t.set_random_seed(args.seed * 1000 + w))
+                    worker_init_fn=lambda w: ds.set_random_seed(args.seed * 1000 + w))
     if args.workers == 0:
-        ds.t.set_random_seed(args.seed)
+        ds.set_random_seed(args.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = len(dl)
     total = args.epochs * steps_per_epoch

@@ -53,3 +53,41 @@ def test_scale_jitter_zooms_in_and_out_on_real_images(face_mask_dir):
     # faces come out both smaller than the originals' lower quartile and beyond twice their upper quartile
     assert np.percentile(widths, 5) < np.percentile(orig, 25)
     assert np.percentile(widths, 95) > 2 * np.percentile(orig, 75)
+
+
+def test_face_zoom_brings_a_face_into_the_entrance_range_on_real_photos(face_mask_dir):
+    # the shared photos' faces are ~22 px; face_zoom must give one of them 40-250 px, and every box
+    # must scale with the image (checked against the white-patch frame in the first test's style)
+    samples = read_voc(face_mask_dir)[:40]
+    rng = np.random.default_rng(0)
+    hit = 0
+    for s in samples:
+        img = cv2.imread(str(s.image))
+        out, b = augment.face_zoom(img, s.boxes, rng, (40.0, 250.0))
+        sx, sy = out.shape[1] / img.shape[1], out.shape[0] / img.shape[0]
+        np.testing.assert_allclose(b, s.boxes * np.array([sx, sy, sx, sy], np.float32), rtol=1e-5)
+        w = b[:, 2] - b[:, 0]
+        hit += bool(((w >= 40 * 0.98) & (w <= 250 * 1.02)).any())
+    # a face under 5 px cannot reach 40 px within the 8x bound; nearly every photo has a bigger one
+    assert hit >= 36
+
+
+def test_face_zoom_then_crop_keeps_boxes_on_the_faces():
+    img = np.zeros((300, 400, 3), np.uint8)
+    boxes = np.array([[50, 50, 70, 70], [200, 120, 230, 150]], np.float32)
+    for x1, y1, x2, y2 in boxes.astype(int):
+        img[y1:y2, x1:x2] = 255
+    rng = np.random.default_rng(3)
+    t = augment.train_transform(crop=320, scale=None)
+    t.set_random_seed(3)
+    big = 0
+    for _ in range(20):
+        z, zb = augment.face_zoom(img, boxes, rng, (60.0, 200.0))
+        out, b, _ = augment.apply(t, z, zb, np.arange(2))
+        for x1, y1, x2, y2 in b:
+            if x2 - x1 < 8 or y2 - y1 < 8:
+                continue
+            inner = out[int(y1) + 2:int(y2) - 2, int(x1) + 2:int(x2) - 2].mean(axis=2)
+            assert (inner > 100).mean() > 0.9
+            big += (x2 - x1) >= 55
+    assert big >= 10
