@@ -134,6 +134,26 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
+
+def greedy_iou_match(iou: np.ndarray, min_iou: float) -> List[Tuple[int, int]]:
+    """Greedy one-to-one matching on an (N, M) IoU matrix, highest IoU first.
+
+    Returns:
+        ``[(row, col), ...]`` with each row and column used at most once and ``iou >= min_iou``, in
+        decreasing IoU order (ties: lower row, then lower column first).
+    """
+    rows, cols = np.nonzero(iou >= min_iou)
+    order = np.argsort(-iou[rows, cols], kind="stable")  # np.nonzero is row-major: ties stay (row, col) ordered
+    used_r, used_c, pairs = set(), set(), []
+    for k in order:
+        r, c = int(rows[k]), int(cols[k])
+        if r in used_r or c in used_c:
+            continue
+        used_r.add(r)
+        used_c.add(c)
+        pairs.append((r, c))
+    return pairs
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy non-maximum suppression.
 

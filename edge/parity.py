@@ -48,7 +48,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import numpy as np
 
 from edge.backends.base import Backend
-from edge.decoders import box_iou
+from edge.decoders import box_iou, greedy_iou_match
 from edge.model import ModelMeta, apply_thresholds, postprocess, preprocess
 
 
@@ -97,17 +97,7 @@ def greedy_match(a: np.ndarray, b: np.ndarray, iou_threshold: float = 0.5) -> Li
     if not len(a) or not len(b):
         return []
     iou = box_iou(a, b)
-    ii, jj = np.nonzero(iou >= iou_threshold)
-    order = np.lexsort((jj, ii, -iou[ii, jj]))  # last key is primary: IoU descending
-    used_a, used_b, out = set(), set(), []
-    for k in order:
-        i, j = int(ii[k]), int(jj[k])
-        if i in used_a or j in used_b:
-            continue
-        used_a.add(i)
-        used_b.add(j)
-        out.append((i, j, float(iou[i, j])))
-    return out
+    return [(i, j, float(iou[i, j])) for i, j in greedy_iou_match(iou, iou_threshold)]
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Deque, List, Optional, Tuple
 import numpy as np
 
 from edge.config import TrackerConfig
-from edge.decoders import box_iou
+from edge.decoders import box_iou, greedy_iou_match
 from edge.types import Detections
 
 
@@ -80,24 +80,6 @@ class Track:
         return int(np.argmax(self.totals))
 
 
-def _greedy_match(iou: np.ndarray, min_iou: float) -> List[Tuple[int, int]]:
-    """Pairs (row, col) by descending IoU, each row and column used once, IoU >= min_iou."""
-    pairs = []
-    if iou.size == 0:
-        return pairs
-    rows, cols = np.nonzero(iou >= min_iou)
-    order = np.argsort(-iou[rows, cols], kind="stable")
-    used_r, used_c = set(), set()
-    for k in order:
-        r, c = int(rows[k]), int(cols[k])
-        if r in used_r or c in used_c:
-            continue
-        used_r.add(r)
-        used_c.add(c)
-        pairs.append((r, c))
-    return pairs
-
-
 class Tracker:
     """Assigns track ids and voted classes to detections (see the module docstring).
 
@@ -136,7 +118,7 @@ class Tracker:
         # 1. high-score detections against every track
         if len(high) and free_tracks:
             iou = box_iou(predicted[free_tracks], dets.xyxy[high])
-            for r, c in _greedy_match(iou, cfg.match_iou):
+            for r, c in greedy_iou_match(iou, cfg.match_iou):
                 track_of[high[c]] = free_tracks[r]
             matched = set(track_of[high][track_of[high] >= 0].tolist())
             free_tracks = [i for i in free_tracks if i not in matched]
@@ -144,7 +126,7 @@ class Tracker:
         conf_free = [i for i in free_tracks if self.tracks[i].id > 0]
         if len(low) and conf_free:
             iou = box_iou(predicted[conf_free], dets.xyxy[low])
-            for r, c in _greedy_match(iou, cfg.match_iou):
+            for r, c in greedy_iou_match(iou, cfg.match_iou):
                 track_of[low[c]] = conf_free[r]
         # update matched tracks
         for d in np.nonzero(track_of >= 0)[0]:

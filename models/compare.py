@@ -86,15 +86,13 @@ def distillation_table(rows: List[Dict], models_dir: Path = MODELS) -> str:
     out = ["| network | mAP@0.5 | precision | mAP@0.5:0.95 | recall |", "|---|---|---|---|---|"]
     version, rel = TEACHER_AT_DISTILLATION
     used = _load(models_dir / rel)
+    labelled = [(f"teacher used for distillation: DetectNet_v2 ResNet-18 {version}", used)] if used else []
     for role in ("teacher", "student baseline", "student distilled"):
-        if role == "teacher" and used:
-            out.append(f"| teacher used for distillation: DetectNet_v2 ResNet-18 {version} | {_f(used.get('mAP50'))} | "
-                       f"{_f(used.get('precision'))} | {_f(used.get('mAP50_95'))} | {_f(used.get('recall'))} |")
-        for r in rows:
-            if r["role"] == role:
-                label = f"{role}: {r['title']}" if not (role == "teacher" and used) else f"current release: {r['title']}"
-                out.append(f"| {label} | {_f(r.get('mAP50'))} | {_f(r.get('precision'))} | "
-                           f"{_f(r.get('mAP50_95'))} | {_f(r.get('recall'))} |")
+        prefix = "current release" if role == "teacher" and used else role
+        labelled += [(f"{prefix}: {r['title']}", r) for r in rows if r["role"] == role]
+    for label, r in labelled:
+        out.append(f"| {label} | {_f(r.get('mAP50'))} | {_f(r.get('precision'))} | "
+                   f"{_f(r.get('mAP50_95'))} | {_f(r.get('recall'))} |")
     return "\n".join(out)
 
 

@@ -168,4 +168,4 @@ def repeat_factors(samples: Sequence[Sample], threshold: float = 0.3, n_classes:
         has[i, np.unique(np.asarray(s.labels, np.int64))] = True
     f = has.sum(0) / n
     r_c = np.where(f > 0, np.maximum(1.0, np.sqrt(threshold / np.maximum(f, 1e-12))), 1.0)
-    return np.array([max([1.0] + [float(r_c[c]) for c in np.flatnonzero(h)]) for h in has])
+    return np.where(has, r_c, 1.0).max(axis=1) if len(has) else np.ones(0)

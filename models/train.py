@@ -236,16 +236,14 @@ def fit(args: argparse.Namespace, model: torch.nn.Module | None = None, ckpt_ext
     model = model.to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
-    ds = TrainSet(train_s, args.crop, geo, tuple(args.scale), args.p_zoom,
-                  args.zoom, args.seed)
+    ds = TrainSet(train_s, args.crop, geo, tuple(args.scale), args.p_zoom, args.zoom, args.seed)
     g = torch.Generator().manual_seed(args.seed)
-    rfs = args.rfs
     sampler = None
-    if rfs > 0:
-        r = repeat_factors(train_s, rfs, len(CLASS_NAMES))
+    if args.rfs > 0:
+        r = repeat_factors(train_s, args.rfs, len(CLASS_NAMES))
         sampler = WeightedRandomSampler(torch.as_tensor(r), num_samples=len(ds), replacement=True, generator=g)
         log.info("repeat-factor sampling t=%.2f: %d of %d images repeated, mean factor %.2f",
-                 rfs, int((r > 1).sum()), len(r), float(r.mean()))
+                 args.rfs, int((r > 1).sum()), len(r), float(r.mean()))
     dl = DataLoader(ds, batch_size=min(args.batch, len(ds)), shuffle=sampler is None, sampler=sampler,
                     drop_last=True, generator=g if sampler is None else None,
                     num_workers=args.workers, persistent_workers=args.workers > 0,
