@@ -61,6 +61,7 @@ import torch_pruning as tp
 from torch_pruning.pruner import function as tpf
 
 from edge.model import ModelMeta
+from models import precision as precision_
 from models.nets import DetectNetV2
 
 log = logging.getLogger("models.prune")
@@ -218,8 +219,8 @@ def _validate(model: nn.Module, meta: ModelMeta, data: Path, val_hex: str, threa
 
     torch.set_num_threads(threads)
     _, val = split(read_dataset(data), val_hex)
-    m = model.to(memory_format=torch.channels_last)
-    res = validate(m, meta, val, torch.device("cpu"), amp=True)
+    prec = precision_.choose(torch.device("cpu"))  # the pruned network's odd channel counts: see models.precision
+    res = validate(prec.model(model), meta, val, torch.device("cpu"), amp=prec.bf16, channels_last=prec.channels_last)
     model.to(memory_format=torch.contiguous_format)
     return res
 
@@ -269,7 +270,8 @@ def run_chain(a: argparse.Namespace) -> List[Dict]:
         if epochs > 0:
             targs = ["--data", str(a.data), "--out", str(sdir), "--epochs", str(epochs), "--lr", str(a.lr),
                      "--warmup-epochs", str(a.warmup_epochs), "--batch", str(a.batch), "--threads", str(a.threads),
-                     "--workers", str(a.workers), "--seed", str(a.seed), "--val-hex", a.val_hex]
+                     "--workers", str(a.workers), "--seed", str(a.seed), "--val-hex", a.val_hex,
+                     "--bf16", a.bf16, "--channels-last", a.channels_last]
             targs += ["--resume"] if a.resume else []
             targs += ["--no-val"] if a.no_val else []
             targs += ["--max-steps", str(a.max_steps)] if a.max_steps else []
@@ -437,6 +439,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--runs", type=int, default=50, help="report: timed ONNX Runtime runs per model")
     ap.add_argument("--cluster-method", default="nms", choices=["nms", "dbscan"], help="report: clustering (as v1.0.0)")
     ap.add_argument("--iou-threshold", type=float, default=0.5, help="report: NMS IoU (as v1.0.0)")
+    precision_.add_args(ap)
     a = ap.parse_args(argv)
     if not (a.report or a.release) and a.ratio is None and a.threshold is None:
         ap.error("give --ratio or --threshold (or --report, --release)")

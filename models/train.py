@@ -7,8 +7,8 @@ CLI (the released model's recipe; see models/detectnet_v2_r18/MODEL_CARD.md)::
 Seeded; a tqdm bar shows loss and ETA; ``last.pt`` is written every epoch and
 ``--resume`` continues from it; validation mAP (faster-coco-eval) is computed
 every epoch and ``best.pt`` keeps the best EMA weights; ``curves.png`` plots loss
-and mAP. Uses CUDA when present, else the CPU with bf16 autocast and
-``channels_last`` (measured ~2.4x faster than fp32 on the 2-core dev machine).
+and mAP. Uses CUDA when present, else the CPU; bf16 autocast and ``channels_last`` are chosen
+per machine by :mod:`models.precision` (``--bf16``, ``--channels-last``: auto | on | off).
 """
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ from models.data import Sample, class_counts, read_dataset, repeat_factors, spli
 from models.evaluate import coco_metrics, run_images
 from models.losses import detectnet_v2_loss
 from models.nets import DetectNetV2
+from models import precision as precision_
+from models.precision import Precision
 
 log = logging.getLogger("models.train")
 
@@ -121,24 +123,28 @@ def resume_from(last: Path, model: torch.nn.Module, ema: "EMA", opt, sched, devi
     return ck["epoch"] + 1, ck["best"], ck["history"], ck["step"]
 
 
-def torch_infer(model: torch.nn.Module, meta: ModelMeta, device: torch.device, amp: bool):
+def torch_infer(model: torch.nn.Module, meta: ModelMeta, device: torch.device, amp: bool,
+                channels_last: bool = False):
     """Wrap a detector as ``(1,3,H,W) float32 ndarray -> {role: ndarray}`` for the NumPy decoder; the
-    network's outputs are named by ``meta.output_roles`` (``coverage, bbox`` or ``p8, p16, p32``)."""
+    network's outputs are named by ``meta.output_roles`` (``coverage, bbox`` or ``p8, p16, p32``).
+    ``amp``: bf16 autocast; ``channels_last``: NHWC input (the model must be in the same format)."""
+    prec = Precision(device.type, amp, channels_last)
+
     @torch.no_grad()
     def infer(x: np.ndarray) -> Dict[str, np.ndarray]:
-        t = torch.from_numpy(x).to(device)
-        if device.type == "cpu":
-            t = t.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        t = prec.input(torch.from_numpy(x).to(device))
+        with prec.autocast():
             outs = model(t)
         return {role: o.float().cpu().numpy() for role, o in zip(meta.output_roles, outs)}
     return infer
 
 
-def validate(model, meta: ModelMeta, samples: Sequence[Sample], device, amp: bool) -> Dict[str, float]:
+def validate(model, meta: ModelMeta, samples: Sequence[Sample], device, amp: bool,
+             channels_last: bool = False) -> Dict[str, float]:
     """COCO metrics of ``model`` on ``samples`` at the deployed input size (per-class clustering)."""
     model.eval()
-    dets = run_images(torch_infer(model, meta, device, amp), meta, [s.image for s in samples], class_agnostic=False)
+    dets = run_images(torch_infer(model, meta, device, amp, channels_last), meta, [s.image for s in samples],
+                      class_agnostic=False)
     return coco_metrics([(s.boxes, s.labels) for s in samples], dets)
 
 
@@ -202,6 +208,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke tests)")
     ap.add_argument("--no-val", action="store_true", help="skip per-epoch validation (smoke tests)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    precision_.add_args(ap)
     return ap.parse_args(argv)
 
 
@@ -217,7 +224,9 @@ def fit(args: argparse.Namespace, model: torch.nn.Module | None = None, ckpt_ext
     seed_everything(args.seed)
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    amp = True  # bf16 autocast on CPU (AVX-512 BF16) and CUDA
+    prec = precision_.choose(device, getattr(args, "bf16", "auto"), getattr(args, "channels_last", "auto"))
+    amp = prec.bf16
+    log.info("precision: %s", prec.describe())
     args.out.mkdir(parents=True, exist_ok=True)
     samples = read_dataset(args.data)
     train_s, val_s = split(samples, args.val_hex)
@@ -233,9 +242,7 @@ def fit(args: argparse.Namespace, model: torch.nn.Module | None = None, ckpt_ext
         if args.init:
             model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["ema"])
             log.info("initialised from %s", args.init)
-    model = model.to(device)
-    if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
+    model = prec.model(model.to(device))
     ds = TrainSet(train_s, args.crop, geo, tuple(args.scale), args.p_zoom, args.zoom, args.seed)
     g = torch.Generator().manual_seed(args.seed)
     sampler = None
@@ -268,9 +275,8 @@ def fit(args: argparse.Namespace, model: torch.nn.Module | None = None, ckpt_ext
         bar = tqdm(dl, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True, mininterval=5)
         for x, cov_t, bbox_t in bar:
             x, cov_t, bbox_t = x.to(device), cov_t.to(device), bbox_t.to(device)
-            if device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            x = prec.input(x)
+            with prec.autocast():
                 cov, bbox = model(x)
             loss, parts = detectnet_v2_loss(cov, bbox, cov_t, bbox_t, args.pos_weight, args.bbox_weight)
             opt.zero_grad(set_to_none=True)
@@ -284,7 +290,7 @@ def fit(args: argparse.Namespace, model: torch.nn.Module | None = None, ckpt_ext
         rec = {"epoch": epoch + 1, "loss": sums["loss"] / max(n, 1), "loss_cov": sums["cov"] / max(n, 1),
                "loss_bbox": sums["bbox"] / max(n, 1), "lr": sched.get_last_lr()[0]}
         if not args.no_val:
-            rec.update(validate(ema.model, meta, val_s, device, amp))
+            rec.update(validate(ema.model, meta, val_s, device, amp, prec.channels_last))
         rec["elapsed_s"] = time.time() - t_start
         history.append(rec)
         score = rec.get("mAP50_mask_no_mask", -rec["loss"])

@@ -1,29 +1,32 @@
-"""A tiny real training run on a few shared images: the loss goes down, checkpoints resume."""
+"""A tiny real training run on a few shared images: the loss goes down, checkpoints resume.
+
+Each run is a child process (tests/models/training_cli.py), so a native crash fails the test
+with its signal instead of ending the test session."""
 from __future__ import annotations
 
 import json
 
 import torch
 
-from models.train import fit, parse_args
+from models.data import read_voc, split
+from tests.models.training_cli import run_cli
 
 
 def test_tiny_training_run_decreases_loss_and_resumes(face_mask_dir, tmp_path):
     out = tmp_path / "run"
-    args = parse_args(["--data", str(face_mask_dir), "--out", str(out), "--epochs", "8", "--batch", "4",
-                       "--limit", "8", "--crop", "160", "--width", "0.5", "--workers", "0", "--no-val",
-                       "--threads", "2", "--lr", "3e-3"])
-    fit(args)
+    args = ["--data", face_mask_dir, "--out", out, "--batch", "4", "--limit", "8", "--crop", "160", "--width", "0.5",
+            "--workers", "0", "--no-val", "--threads", "2", "--lr", "3e-3"]
+    r = run_cli("models.train", args + ["--epochs", "8"])
+    assert "precision: cpu" in r.stderr  # the run says which bf16 / channels_last it chose
     hist = json.loads((out / "history.json").read_text())
     assert len(hist) == 8
     first, last = hist[0]["loss"], min(h["loss"] for h in hist[-3:])
     assert last < 0.8 * first, (first, last)
     assert (out / "curves.png").stat().st_size > 10_000
-    split = json.loads((out / "split.json").read_text())
-    assert len(split["val"]) == 102
+    written = json.loads((out / "split.json").read_text())
+    assert len(written["val"]) == len(split(read_voc(face_mask_dir))[1])
     # resume: continue the same run for 2 more epochs from last.pt
-    args.epochs, args.resume = 10, True
-    fit(args)
+    run_cli("models.train", args + ["--epochs", "10", "--resume"])
     hist2 = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in hist2] == list(range(1, 11))
     ck = torch.load(out / "last.pt", weights_only=False)
@@ -33,10 +36,9 @@ def test_tiny_training_run_decreases_loss_and_resumes(face_mask_dir, tmp_path):
 def test_training_with_face_zoom_and_repeat_factor_sampling(face_mask_dir, tmp_path):
     # the release recipe's two options (models/detectnet_v2_r18/MODEL_CARD.md) run end to end
     out = tmp_path / "run"
-    args = parse_args(["--data", str(face_mask_dir), "--out", str(out), "--epochs", "2", "--batch", "4",
-                       "--limit", "16", "--crop", "160", "--width", "0.25", "--workers", "0", "--no-val",
-                       "--threads", "2", "--p-zoom", "0.5", "--rfs", "0.6"])
-    fit(args)
+    run_cli("models.train", ["--data", face_mask_dir, "--out", out, "--epochs", "2", "--batch", "4",
+                             "--limit", "16", "--crop", "160", "--width", "0.25", "--workers", "0", "--no-val",
+                             "--threads", "2", "--p-zoom", "0.5", "--rfs", "0.6"])
     hist = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in hist] == [1, 2]
     assert all(0 < h["loss"] < 1e3 for h in hist)

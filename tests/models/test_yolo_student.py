@@ -141,16 +141,16 @@ def test_hard_loss_is_low_for_the_encoded_truth():
 def test_tiny_distillation_run_decreases_loss_and_exports(face_mask_dir, tmp_path):
     from edge.backends.onnxruntime import OnnxRuntimeBackend
     from edge.model import postprocess, preprocess
-    from models.distill import fit, parse_args
     from models.export import export_onnx, load_checkpoint, parity
     from tests.conftest import RELEASED_MODEL
+    from tests.models.training_cli import run_cli
     import cv2
 
     out = tmp_path / "kd"
-    args = parse_args(["--data", str(face_mask_dir), "--out", str(out), "--teacher", str(RELEASED_MODEL),
-                       "--epochs", "6", "--batch", "4", "--limit", "8", "--crop", "160", "--width", "0.5",
-                       "--workers", "0", "--no-val", "--threads", "2", "--input-w", "256", "--input-h", "160"])
-    hist = fit(args)
+    run_cli("models.distill", ["--data", face_mask_dir, "--out", out, "--teacher", RELEASED_MODEL,
+                               "--epochs", "6", "--batch", "4", "--limit", "8", "--crop", "160", "--width", "0.5",
+                               "--workers", "0", "--no-val", "--threads", "2", "--input-w", "256", "--input-h", "160"])
+    hist = json.loads((out / "history.json").read_text())
     assert len(hist) == 6 and all(h["kd"] > 0 for h in hist) and 0.3 < hist[0]["lambda_mean"] < 0.75
     assert min(h["loss"] for h in hist[-2:]) < 0.8 * hist[0]["loss"], [h["loss"] for h in hist]
     assert (out / "teacher.npz").stat().st_size > 1000
