@@ -110,14 +110,20 @@ def _load(path: Optional[str]) -> Config:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the file and the files it names (model.path, alarm.sound); every error is one bounded line."""
     try:
-        load(args.file)
+        load(args.file, check_files=True)
     except ConfigError as e:
         print(f"{args.file}: INVALID", file=sys.stderr)
         for line in e.errors:
             print(f"  {line}", file=sys.stderr)
         return 2
-    print(f"{args.file}: OK")
+    try:
+        empty = load(args.file, allow_empty=False) is None
+    except ConfigError:
+        empty = True
+    print(f"{args.file}: OK" + (" (empty: every key has its built-in default; a reload refuses an empty file)"
+                                if empty else ""))
     return 0
 
 

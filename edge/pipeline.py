@@ -131,6 +131,40 @@ class FpsMeter:
         return (self.last - self.first) if self.first is not None and self.last is not None else 0.0
 
 
+class ReloadJob:
+    """Reads and validates the config file in a background thread, so a SIGHUP never stalls the frame loop
+    (the file is bounded too: :data:`edge.config.MAX_CONFIG_BYTES`).
+
+    After :attr:`done` is set, :attr:`config` is the new :class:`Config` or :attr:`error` says why not
+    (an empty file, a missing ``model.path``/``alarm.sound`` or an unreadable WAV are errors too).
+    Everything the file can raise is caught here.
+    """
+
+    def __init__(self, path: str, overrides: Dict[str, object], old: Config):
+        self.path, self.overrides, self.old = path, overrides, old
+        self.config = None  # type: Optional[Config]
+        self.error = ""
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="config-reload", daemon=True)
+
+    def start(self) -> "ReloadJob":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            new = with_overrides(load(self.path, check_files=True, allow_empty=False), **self.overrides)
+            if new.alarm.sound != self.old.alarm.sound and new.alarm.sound:
+                load_wav(new.alarm.sound)  # fail before anything is applied
+            self.config = new
+        except ConfigError as e:
+            self.error = str(e)
+        except Exception as e:  # anything else a bad file can cause (a broken WAV, a validator error)
+            self.error = f"{self.path}: {type(e).__name__}: {e}"[:2000]
+        finally:
+            self.done.set()
+
+
 class Pipeline:
     """The appliance. ``run()`` blocks until the source ends, ``max_frames``, the window closes or :meth:`stop`.
 
@@ -153,6 +187,7 @@ class Pipeline:
         self.result = RunResult()
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._reload_job = None  # type: Optional[ReloadJob]
         self.stop_reason = ""
         self.capture = None  # type: Optional[Capture]
         self.tracker = self.counts = self.events = self.speaker = self.display = self.video = None
@@ -258,7 +293,7 @@ class Pipeline:
     def _housekeeping(self, t_start: float, fps: float) -> None:
         """A pending SIGHUP reload; READY once the model is warm and the camera open; WATCHDOG every loop;
         STATUS every 2 s; reopening a camera that stalled."""
-        if self._reload.is_set():
+        if self._reload.is_set() or self._reload_job is not None:
             self._apply_reload()
         if self.display is not None and not self.display.pump():
             self.stop("window closed")
@@ -309,21 +344,33 @@ class Pipeline:
                 self.counts.add(classes[tr.lifetime_class], tr.first_wall)
 
     def _apply_reload(self) -> None:
-        """SIGHUP: load the file again; apply what can change live; on any error keep the running config."""
-        self._reload.clear()
+        """SIGHUP: load the file again (in a :class:`ReloadJob` thread; this returns at once and is called
+        again by the loop until the job is done); apply what can change live; on any error keep the
+        running config."""
         path = self.opts.config_path
-        if not path:
-            log.warning("SIGHUP: no config file was given (built-in defaults); nothing to reload")
+        if self._reload_job is None:
+            self._reload.clear()
+            if not path:
+                log.warning("SIGHUP: no config file was given (built-in defaults); nothing to reload")
+                return
+            self.notifier.reloading()
+            self._reload_job = ReloadJob(path, self.opts.overrides, self.cfg).start()
             return
-        self.notifier.reloading()
-        try:
-            new = with_overrides(load(path), **self.opts.overrides)
-            if new.alarm.sound != self.cfg.alarm.sound and new.alarm.sound:
-                load_wav(new.alarm.sound)  # fail before anything is applied
-        except (ConfigError, ValueError, OSError) as e:
-            log.error("config reload failed; keeping the running config:\n%s", e)
+        if not self._reload_job.done.is_set():
+            return
+        job, self._reload_job = self._reload_job, None
+        if job.config is None:
+            log.error("config reload failed; keeping the running config:\n%s", job.error)
             self.notifier.notify("READY=1", "STATUS=config reload failed, running config kept")
             return
+        try:
+            self._apply_config(job.config, path)
+        except Exception:  # applying must never stop the frame loop
+            log.exception("config reload: applying the new config failed; parts may be kept from the old one")
+            self.notifier.notify("READY=1", "STATUS=config reload failed while applying")
+
+    def _apply_config(self, new: Config, path: str) -> None:
+        """Apply a validated config: live keys now, restart keys logged."""
         changed = diff(self.cfg, new)
         logging.getLogger().setLevel(new.log_level)
         self.detector.configure(new.model)
