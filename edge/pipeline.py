@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 #: the benchmark's stages, in data-path order
 STAGES = ("capture", "preprocess", "inference", "decode_cluster", "track_policy", "overlay")
 
+#: RunResult.alarms keeps the newest this many alarms (about 640 B each); a week-long run stays small
+MAX_ALARMS_KEPT = 1000
+
 #: config keys that only take effect after a restart
 RESTART_KEYS = ("model.path", "model.backend", "model.engine", "model.threads", "display.enabled",
                 "display.fullscreen", "display.window_", "display.save_video", "events.", "telemetry.")
@@ -64,10 +67,18 @@ class RunResult:
     captured: int = 0               # frames read from the source
     dropped: int = 0                # frames skipped because processing was slower (latest-frame mode)
     reconnects: int = 0
-    alarms: List[AlarmEvent] = field(default_factory=list)
+    alarms: List[AlarmEvent] = field(default_factory=list)  # the most recent MAX_ALARMS_KEPT alarms
     counts: Dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0            # from the first to the last processed frame
     reason: str = ""                # why the loop ended
+    alarms_total: int = 0           # every alarm of the run (``alarms`` keeps only the newest)
+
+    def add_alarm(self, ev: AlarmEvent) -> None:
+        """Keep ``ev``; ``alarms`` is bounded to :data:`MAX_ALARMS_KEPT` (the event log has them all)."""
+        self.alarms_total += 1
+        self.alarms.append(ev)
+        if len(self.alarms) > MAX_ALARMS_KEPT:
+            del self.alarms[:len(self.alarms) - MAX_ALARMS_KEPT]
 
     @property
     def fps(self) -> float:
@@ -317,12 +328,22 @@ class Pipeline:
             log.warning("no frame from %s for %.0f s; reopening", cap.source.name, self.cfg.camera.stall_timeout_s)
             cap.last_frame_time = time.monotonic()
             cap.request_reopen()
+        self.events.retry()  # events/counts waiting for the disk (cheap when nothing waits)
+        self.counts.retry()
         if n.ready_sent and time.monotonic() - self._t_status >= 2.0:
             self._t_status = time.monotonic()
             t = self.counts.total
             cam = "camera ok" if cap.is_open else f"camera lost ({cap.error})"
             n.status(f"{fps:.1f} fps, {cam}, people mask={t['mask']} no_mask={t['no_mask']} "
-                     f"mask_incorrect={t['mask_incorrect']}, alarms={len(self.result.alarms)}, dropped={cap.dropped}")
+                     f"mask_incorrect={t['mask_incorrect']}, alarms={self.result.alarms_total}, dropped={cap.dropped}"
+                     + self._storage_status())
+
+    def _storage_status(self) -> str:
+        """``", event log not writable (N waiting)"`` while events or counts wait in memory, else ""."""
+        bad = [f for f in (self.events.file, self.counts.file) if not f.writable]
+        if not bad:
+            return ""
+        return f", event log not writable ({sum(f.pending for f in bad)} waiting: {bad[0].error})"
 
     def _describe(self, dets) -> str:
         classes = self.detector.classes
@@ -330,12 +351,16 @@ class Pipeline:
                          zip(dets.track_id, dets.class_id, dets.scores, dets.width)) or "no faces"
 
     def _alarm(self, ev: AlarmEvent, image: np.ndarray) -> None:
-        self.result.alarms.append(ev)
-        self.events.write(ev)
+        """Sound first, then the disk: the speaker and the monitor never wait for (or fail with) the disk."""
+        self.result.add_alarm(ev)
         if self.speaker is not None and not ev.suppressed:
             self.speaker.play()
+        self.events.write(ev)  # never raises: a full disk keeps it in memory and retries
         if self.cfg.events.snapshots:
-            save_snapshot(image, ev, self.cfg.events.resolved_snapshot_dir())
+            try:
+                save_snapshot(image, ev, self.cfg.events.resolved_snapshot_dir())
+            except Exception as e:  # a full disk or a bad folder must not stop the frame loop
+                log.error("snapshot not saved: %s", e)
 
     def _count(self, tracks) -> None:
         classes = self.detector.classes
@@ -422,5 +447,5 @@ class Pipeline:
             self.result.reconnects = self.capture.reconnects
         self.result.reason = self.stop_reason
         log.info("stopped (%s): %d frames, %.1f fps, %d dropped, %d alarms, people %s", self.stop_reason,
-                 self.result.frames, self.result.fps, self.result.dropped, len(self.result.alarms),
+                 self.result.frames, self.result.fps, self.result.dropped, self.result.alarms_total,
                  dict(self.result.counts))
