@@ -86,7 +86,11 @@ class CameraConfig(_Section):
                                    "doubles per failed attempt")
     reconnect_max_s: float = Field(10.0, gt=0, le=600, description="longest wait between reopen attempts (s)")
     stall_timeout_s: float = Field(5.0, gt=0, le=300, description="no frame for this long means the camera is "
-                                   "lost and is reopened (s)")
+                                   "lost and is reopened (s); a read that has not returned for this long (a hung "
+                                   "driver) is abandoned and a new capture thread opens the camera again")
+    stall_give_up_s: float = Field(60.0, ge=1, le=3600, description="a camera still hung this long after the stall "
+                                   "was found (no frame despite new capture threads): stop feeding the systemd "
+                                   "watchdog so systemd restarts the service, and log why (s)")
     ready_timeout_s: float = Field(15.0, ge=0, le=600, description="tell systemd READY after this long even "
                                    "when the camera is not open yet, and keep retrying it (s)")
     backend: Literal["auto", "gstreamer", "v4l2"] = Field(

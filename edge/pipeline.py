@@ -205,6 +205,9 @@ class Pipeline:
         self.telemetry = None  # type: Optional[Telemetry]
         self._t_status = 0.0
         self._t_display = 0.0
+        self._hung_since = None  # type: Optional[float]
+        self._hung_frames = 0
+        self._watchdog_held = False  # the camera stayed hung past camera.stall_give_up_s
 
     # ------------------------------------------------------------------ control (signal handlers call these)
     def stop(self, reason: str = "stop requested") -> None:
@@ -321,7 +324,8 @@ class Pipeline:
         if not n.ready_sent and (cap.is_open or time.monotonic() - t_start > self.cfg.camera.ready_timeout_s):
             n.ready("running" if cap.is_open else f"waiting for camera: {cap.error}")
             self._t_status = 0.0
-        if n.ready_sent:
+        self._check_camera_hang()
+        if n.ready_sent and not self._watchdog_held:
             n.watchdog()
         live = cap.source.live
         if live and cap.is_open and time.monotonic() - cap.last_frame_time > self.cfg.camera.stall_timeout_s:
@@ -333,10 +337,48 @@ class Pipeline:
         if n.ready_sent and time.monotonic() - self._t_status >= 2.0:
             self._t_status = time.monotonic()
             t = self.counts.total
-            cam = "camera ok" if cap.is_open else f"camera lost ({cap.error})"
+            cam = self._hang_status() or ("camera ok" if cap.is_open else f"camera lost ({cap.error})")
             n.status(f"{fps:.1f} fps, {cam}, people mask={t['mask']} no_mask={t['no_mask']} "
                      f"mask_incorrect={t['mask_incorrect']}, alarms={self.result.alarms_total}, dropped={cap.dropped}"
                      + self._storage_status())
+
+    def _check_camera_hang(self) -> None:
+        """A live source whose read (or open) has not returned for ``camera.stall_timeout_s``: abandon that
+        capture thread and start a new one; once a frame comes again, it recovered. Still hung
+        ``camera.stall_give_up_s`` after it was found: stop feeding the watchdog (systemd restarts us)."""
+        cap, c = self.capture, self.cfg.camera
+        if not cap.source.live:
+            return
+        now = time.monotonic()
+        if self._hung_since is not None and cap.frames > self._hung_frames:  # a frame came again
+            log.warning("camera %s recovered after %.0f s (%d abandoned capture threads)", cap.source.name,
+                        now - self._hung_since, cap.hung_restarts)
+            self._hung_since = None
+            if self._watchdog_held:
+                log.warning("feeding the systemd watchdog again")
+                self._watchdog_held = False
+            return
+        blocked = cap.blocked_s()
+        if blocked > c.stall_timeout_s:
+            what = cap.blocked_in or "read"
+            if self._hung_since is None:
+                self._hung_since, self._hung_frames = now - blocked, cap.frames
+                log.error("camera %s: the %s has not returned for %.0f s (a hung driver?); abandoning that capture "
+                          "thread and opening the camera again", cap.source.name, what, blocked)
+            if not cap.restart_hung():
+                log.debug("camera still hung; not starting another capture thread")
+        if self._hung_since is not None and not self._watchdog_held and now - self._hung_since > c.stall_give_up_s:
+            self._watchdog_held = True
+            log.error("camera %s hung for %.0f s and reopening did not help (%d capture threads abandoned): no longer "
+                      "feeding the systemd watchdog, so systemd restarts the service", cap.source.name,
+                      now - self._hung_since, cap.hung_restarts)
+
+    def _hang_status(self) -> str:
+        """The STATUS camera part while the camera is hung ("" otherwise)."""
+        if self._hung_since is None:
+            return ""
+        held = ", watchdog no longer fed" if self._watchdog_held else ""
+        return f"camera stalled ({time.monotonic() - self._hung_since:.0f} s, read blocked{held})"
 
     def _storage_status(self) -> str:
         """``", event log not writable (N waiting)"`` while events or counts wait in memory, else ""."""
