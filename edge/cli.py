@@ -110,14 +110,20 @@ def _load(path: Optional[str]) -> Config:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the file and the files it names (model.path, alarm.sound); every error is one bounded line."""
     try:
-        load(args.file)
+        load(args.file, check_files=True)
     except ConfigError as e:
         print(f"{args.file}: INVALID", file=sys.stderr)
         for line in e.errors:
             print(f"  {line}", file=sys.stderr)
         return 2
-    print(f"{args.file}: OK")
+    try:
+        empty = load(args.file, allow_empty=False) is None
+    except ConfigError:
+        empty = True
+    print(f"{args.file}: OK" + (" (empty: every key has its built-in default; a reload refuses an empty file)"
+                                if empty else ""))
     return 0
 
 
@@ -168,11 +174,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     events = Path(args.events) if args.events else cfg.events.resolved_path()
     counts = Path(args.counts) if args.counts else (events.with_name("counts.jsonl") if args.events
                                                      else cfg.events.resolved_counts_path())
+    import datetime
     try:
-        rep = day_report(args.day, counts, events)
+        datetime.datetime.strptime(args.day, "%Y-%m-%d")
     except ValueError:
         print(f"report: --day must be YYYY-MM-DD, got {args.day!r}", file=sys.stderr)
         return 2
+    try:
+        rep = day_report(args.day, counts, events)
+    except OSError as e:
+        print(f"report: cannot read {e.filename or 'the event log'}: {e.strerror or e}", file=sys.stderr)
+        return 1
     print(json.dumps(rep) if args.json else format_report(rep))
     if args.png:
         out = save_report_png(rep, args.png)

@@ -86,7 +86,11 @@ class CameraConfig(_Section):
                                    "doubles per failed attempt")
     reconnect_max_s: float = Field(10.0, gt=0, le=600, description="longest wait between reopen attempts (s)")
     stall_timeout_s: float = Field(5.0, gt=0, le=300, description="no frame for this long means the camera is "
-                                   "lost and is reopened (s)")
+                                   "lost and is reopened (s); a read that has not returned for this long (a hung "
+                                   "driver) is abandoned and a new capture thread opens the camera again")
+    stall_give_up_s: float = Field(60.0, ge=1, le=3600, description="a camera still hung this long after the stall "
+                                   "was found (no frame despite new capture threads): stop feeding the systemd "
+                                   "watchdog so systemd restarts the service, and log why (s)")
     ready_timeout_s: float = Field(15.0, ge=0, le=600, description="tell systemd READY after this long even "
                                    "when the camera is not open yet, and keep retrying it (s)")
     backend: Literal["auto", "gstreamer", "v4l2"] = Field(
@@ -313,11 +317,37 @@ class Config(_Section):
                                        "and throttling (jtop)")
 
 
+#: the largest config file read (bytes): the example is ~10 KiB; bigger files are refused before parsing,
+#: so a reload can never stall the frame loop on a huge file
+MAX_CONFIG_BYTES = 64 * 1024
+#: most aliases (``*name``) in a file, deepest nesting of mappings/lists, and most values after
+#: expanding every alias: bounds on what a small file may make the parser build (alias bombs)
+MAX_ALIASES = 100
+MAX_DEPTH = 32
+MAX_NODES = 20000
+#: an error line is cut to this many characters, and at most this many lines are kept
+MAX_ERROR_CHARS = 300
+MAX_ERRORS = 30
+
+
+def _bounded(errors: List[str]) -> List[str]:
+    """``errors`` with each line cut to :data:`MAX_ERROR_CHARS` and at most :data:`MAX_ERRORS` lines."""
+    out = []
+    for e in errors[:MAX_ERRORS]:
+        e = " ".join(str(e).split("\n")) if "\n" in str(e) else str(e)
+        out.append(e if len(e) <= MAX_ERROR_CHARS else e[:MAX_ERROR_CHARS - 25] + f"... ({len(e)} characters)")
+    if len(errors) > MAX_ERRORS:
+        out.append(f"... and {len(errors) - MAX_ERRORS} more error(s)")
+    return out
+
+
 class ConfigError(ValueError):
-    """A config file failed to load; ``errors`` holds one line per problem."""
+    """A config file failed to load; ``errors`` holds one line per problem (each at most
+    :data:`MAX_ERROR_CHARS` characters, at most :data:`MAX_ERRORS` + 1 lines)."""
 
     def __init__(self, path: Union[str, Path, None], errors: List[str]):
         self.path = path
+        errors = _bounded(list(errors))
         self.errors = errors
         where = f"{path}: " if path else ""
         super().__init__(where + f"{len(errors)} error(s)\n" + "\n".join("  " + e for e in errors))
@@ -325,8 +355,76 @@ class ConfigError(ValueError):
 
 # ---------------------------------------------------------------------------------------------- loading
 
+class _LimitError(Exception):
+    """The file exceeds a parse limit (aliases, depth); ``line`` is 1-based."""
+
+    def __init__(self, message: str, line: int):
+        super().__init__(message)
+        self.line = line
+
+
 class _Loader(yaml.SafeLoader):
-    pass
+    """PyYAML's safe loader with bounded composition (aliases, depth) and constructor errors that
+    carry the line of the node that failed (a bad ``!!timestamp`` raises a bare ValueError in PyYAML)."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise _LimitError(f"more than {MAX_ALIASES} aliases (*name); write the values out", mark.line + 1)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _LimitError(f"nested more than {MAX_DEPTH} levels deep", mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node, deep=False):  # type: ignore[override]
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as e:  # e.g. ValueError/AttributeError from a malformed !!timestamp
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read the value {node.tag} "
+                                                    f"({type(e).__name__}: {e})", node.start_mark) from None
+
+
+def _check_graph(node: yaml.Node) -> None:
+    """Refuse a node graph that refers to itself (a recursive alias) or expands to more than
+    :data:`MAX_NODES` values; linear in the number of distinct nodes."""
+    size: Dict[int, int] = {}
+    active: set = set()
+
+    def walk(n: yaml.Node) -> int:
+        k = id(n)
+        if k in size:
+            return size[k]
+        if k in active:
+            raise _LimitError("a recursive alias (a value that contains itself)", n.start_mark.line + 1)
+        active.add(k)
+        total = 1
+        if isinstance(n, yaml.MappingNode):
+            for a, b in n.value:
+                total += walk(a) + walk(b)
+        elif isinstance(n, yaml.SequenceNode):
+            for a in n.value:
+                total += walk(a)
+        active.discard(k)
+        if total > MAX_NODES:
+            raise _LimitError(f"the file expands to more than {MAX_NODES} values (aliases repeated inside "
+                              f"aliases?)", n.start_mark.line + 1)
+        size[k] = total
+        return total
+
+    walk(node)
 
 
 def _node_lines(node: yaml.Node, path: Tuple = (), out: Optional[Dict[Tuple, int]] = None,
@@ -337,6 +435,11 @@ def _node_lines(node: yaml.Node, path: Tuple = (), out: Optional[Dict[Tuple, int
     if isinstance(node, yaml.MappingNode):
         seen = set()
         for k, v in node.value:
+            if not isinstance(k, yaml.ScalarNode):
+                if dups is not None:
+                    dups.append(f"{_fmt(path)} (line {k.start_mark.line + 1}): a key must be a plain name, "
+                                f"not a {'list' if isinstance(k, yaml.SequenceNode) else 'mapping'}")
+                continue
             key = k.value
             if key in seen and dups is not None:
                 dups.append(f"{_fmt(path + (key,))} (line {k.start_mark.line + 1}): duplicate key")
@@ -418,27 +521,79 @@ def _line_of(lines: Dict[Tuple, int], loc: Tuple) -> Optional[int]:
     return None
 
 
-def parse(text: str, path: Union[str, Path, None] = None) -> Config:
-    """Validate YAML ``text``; raise :class:`ConfigError` listing every problem with key path and line."""
+def _yaml_error(e: Exception) -> str:
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    line = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
+    problem = getattr(e, "problem", None) or str(e)
+    return f"YAML error at {line}: {problem}" if isinstance(e, yaml.constructor.ConstructorError) \
+        else f"YAML syntax error at {line}: {problem}"
+
+
+def referenced_file_errors(cfg: Config, lines: Optional[Dict[Tuple, int]] = None) -> List[str]:
+    """Problems with the files the config names: ``model.path`` (an ``.onnx`` path must be a file) and
+    ``alarm.sound`` (a WAV file must exist); one line each with the key and its line when known."""
+    out = []
+    lines = lines or {}
+    if cfg.model.path and not _is_model_name(cfg.model.path):
+        p = cfg.model.resolved_path()
+        if not p.is_file():
+            out.append(f"model.path (line {_line_of(lines, ('model', 'path'))}): no such model file: {p}")
+    if cfg.alarm.sound:
+        p = Path(cfg.alarm.sound).expanduser()
+        if not p.is_file():
+            out.append(f"alarm.sound (line {_line_of(lines, ('alarm', 'sound'))}): no such sound file: {p}")
+    return out
+
+
+def parse(text: str, path: Union[str, Path, None] = None, check_files: bool = False,
+          allow_empty: bool = True) -> Config:
+    """Validate YAML ``text``; raise :class:`ConfigError` listing every problem with key path and line.
+
+    Only plain YAML is read (safe loader; ``!!python/...`` tags are errors). A text over
+    :data:`MAX_CONFIG_BYTES`, more than :data:`MAX_ALIASES` aliases, nesting over :data:`MAX_DEPTH`, a
+    recursive alias or more than :data:`MAX_NODES` values after alias expansion is refused, so parsing
+    is bounded (milliseconds). ``check_files``: also require the files named by ``model.path`` and
+    ``alarm.sound`` to exist (:func:`referenced_file_errors`). ``allow_empty=False``: an empty or
+    comments-only text is an error instead of the built-in defaults (a reload uses this; ``{}`` still
+    asks for the defaults explicitly). Never raises anything but :class:`ConfigError`.
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(path, [f"the file is {len(text)} characters; the most a config may have is "
+                                 f"{MAX_CONFIG_BYTES} (the documented example is about 10 KiB)"])
+    loader = _Loader(text)
     try:
-        node = yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        line = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(path, [f"YAML syntax error at {line}: {problem}"]) from None
-    if node is None:
-        return Config()
-    if not isinstance(node, yaml.MappingNode):
-        raise ConfigError(path, [f"(top level) (line {node.start_mark.line + 1}): the file must be a mapping of "
-                                 f"keys (known keys: {', '.join(Config.model_fields)})"])
-    dups: List[str] = []
-    lines = _node_lines(node, dups=dups)
-    if dups:
-        raise ConfigError(path, dups)
-    data = _Loader(text).get_single_data()
+        try:
+            node = loader.get_single_node()
+        except _LimitError as e:
+            raise ConfigError(path, [f"(line {e.line}): {e}"]) from None
+        except yaml.YAMLError as e:
+            raise ConfigError(path, [_yaml_error(e)]) from None
+        except RecursionError:
+            raise ConfigError(path, [f"nested more than {MAX_DEPTH} levels deep"]) from None
+        if node is None:
+            if not allow_empty:
+                raise ConfigError(path, ["the file is empty (or only comments): refusing to reset every setting to "
+                                         "its default; write '{}' to ask for the built-in defaults"])
+            return Config()
+        if not isinstance(node, yaml.MappingNode):
+            raise ConfigError(path, [f"(top level) (line {node.start_mark.line + 1}): the file must be a mapping "
+                                     f"of keys (known keys: {', '.join(Config.model_fields)})"])
+        try:
+            _check_graph(node)
+        except _LimitError as e:
+            raise ConfigError(path, [f"(line {e.line}): {e}"]) from None
+        dups: List[str] = []
+        lines = _node_lines(node, dups=dups)
+        if dups:
+            raise ConfigError(path, dups)
+        try:
+            data = loader.construct_document(node)
+        except yaml.YAMLError as e:
+            raise ConfigError(path, [_yaml_error(e)]) from None
+    finally:
+        loader.dispose()
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as e:
         errors = []
         for err in e.errors():
@@ -450,24 +605,40 @@ def parse(text: str, path: Union[str, Path, None] = None) -> Config:
             msg = err["msg"]
             errors.append(f"{_fmt(loc)} (line {line}): {msg}{got_s}" + (f"; allowed: {allowed}" if allowed else ""))
         raise ConfigError(path, errors) from None
+    except Exception as e:  # a validator tripping over an odd value must still be a config error
+        raise ConfigError(path, [f"(top level): cannot validate the file ({type(e).__name__}: {e})"]) from None
+    if check_files:
+        missing = referenced_file_errors(cfg, lines)
+        if missing:
+            raise ConfigError(path, missing)
+    return cfg
 
 
-def load(path: Union[str, Path, None]) -> Config:
+def load(path: Union[str, Path, None], check_files: bool = False, allow_empty: bool = True) -> Config:
     """Load and validate a config file; ``None`` gives the built-in defaults.
 
+    ``check_files`` and ``allow_empty``: see :func:`parse` (``check-config`` and a reload check the
+    referenced files; a reload refuses an empty file). At most :data:`MAX_CONFIG_BYTES` are read.
+
     Raises:
-        ConfigError: the file is missing, unreadable, not YAML, or invalid.
+        ConfigError: the file is missing, unreadable, too big, not YAML, or invalid (never anything else).
     """
     if path is None:
         return Config()
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(p, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            size = p.stat().st_size
+            raise ConfigError(path, [f"the file is {size} bytes; the most a config may have is {MAX_CONFIG_BYTES} "
+                                     f"(the documented example is about 10 KiB)"])
+        text = raw.decode("utf-8")
     except OSError as e:
         raise ConfigError(path, [f"cannot read the file: {e.strerror or e}"]) from None
     except UnicodeDecodeError as e:
         raise ConfigError(path, [f"the file is not UTF-8 text: {e}"]) from None
-    return parse(text, path)
+    return parse(text, path, check_files=check_files, allow_empty=allow_empty)
 
 
 def diff(old: Config, new: Config) -> List[str]:

@@ -12,6 +12,15 @@ Two files (paths from :class:`edge.config.EventsConfig`):
 
 Both survive restarts: lines are only appended and flushed as written. Nothing here
 writes images; :func:`save_snapshot` exists for admins who turn snapshots on.
+
+A person is appended to ``counts.jsonl`` (and fsynced) as soon as the track is counted, as a
+``counts`` record of one person for its hour, so ``kill -9``, a watchdog kill or a power cut loses
+at most the person being written, and ``maskwatch report`` shows the current hour too.
+
+The disk never stops the appliance (:class:`JsonlAppender`): a write that fails (a full disk, a
+read-only or deleted folder) keeps the line in a bounded memory queue, logs once (then at most once
+a minute) and is retried; a deleted file or folder is recreated; a file whose last line was torn
+(power cut) gets a newline before the next record, so that record is not glued onto it.
 """
 from __future__ import annotations
 
@@ -22,7 +31,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -33,69 +42,202 @@ log = logging.getLogger(__name__)
 COUNT_CLASSES = ("mask", "no_mask", "mask_incorrect")
 
 
-def _open_append(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "a", encoding="utf-8")
+class JsonlAppender:
+    """Appends JSON lines to a file without ever raising: the disk must not stop the appliance.
+
+    Each record is written with ``os.write`` on an ``O_APPEND`` descriptor (no user-space buffer, so a
+    failed write leaves nothing half-buffered). When a write or the open fails (``OSError``: a full disk,
+    a read-only or missing folder) the line stays in a queue of at most ``max_queue`` lines (the oldest
+    are dropped and counted in :attr:`lost` beyond that), the failure is logged once and then at most
+    every ``log_every_s`` seconds, and :meth:`retry` (called from the frame loop) tries again every
+    ``retry_s`` seconds. Before each write the file's device and inode are compared with the open
+    descriptor's, so a file or folder deleted or replaced mid-run is recreated (folder included), not
+    written into the deleted inode. A non-empty file that does not end with a newline (a torn last
+    line) gets one before the first new record.
+
+    Attributes:
+        path: the file.
+        writable: the last attempt succeeded (False: lines are waiting in memory).
+        error: the last ``OSError`` text ("" when writable).
+        written: lines written to the file.
+        lost: lines dropped because the queue was full.
+    """
+
+    def __init__(self, path: Union[str, Path], what: str = "events", fsync: bool = False, max_queue: int = 1000,
+                 retry_s: float = 5.0, log_every_s: float = 60.0):
+        self.path = Path(path)
+        self.what, self.fsync, self.retry_s, self.log_every_s = what, fsync, retry_s, log_every_s
+        self.queue = collections.deque(maxlen=max_queue)  # type: Deque[bytes]
+        self.writable, self.error = True, ""
+        self.written = self.lost = 0
+        self._fd = None  # type: Optional[int]
+        self._id = None  # type: Optional[Tuple[int, int]]
+        self._t_fail = self._t_log = -1e18
+        try:
+            self._open()
+        except OSError as e:
+            self._failed(e, at_start=True)
+
+    @property
+    def pending(self) -> int:
+        """Lines waiting in memory for the disk."""
+        return len(self.queue)
+
+    def append(self, record: Dict[str, Any]) -> bool:
+        """Queue ``record`` and write everything queued; True when it reached the file."""
+        if len(self.queue) == self.queue.maxlen:
+            self.lost += 1
+        self.queue.append((json.dumps(record, sort_keys=False) + "\n").encode("utf-8"))
+        return self._drain()
+
+    def retry(self, now: Optional[float] = None) -> None:
+        """Write what is queued if ``retry_s`` has passed since the last failure (cheap when nothing waits)."""
+        if self.queue and (time.monotonic() if now is None else now) - self._t_fail >= self.retry_s:
+            self._drain()
+
+    def close(self) -> None:
+        """Write what is queued (once), fsync and close; what still cannot be written is logged as lost."""
+        if self.queue:
+            self._drain()
+        if self.queue:
+            log.error("%s: %d %s could not be written (%s) and are lost", self.path, len(self.queue), self.what,
+                      self.error)
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                pass
+            self._close_fd()
+
+    # ------------------------------------------------------------------ internals
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(str(self.path), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # RDWR: pread the last byte
+        try:
+            st = os.fstat(fd)
+            if st.st_size > 0 and os.pread(fd, 1, st.st_size - 1) != b"\n":
+                os.write(fd, b"\n")  # a torn last line: start the next record on its own line
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd, self._id = fd, (st.st_dev, st.st_ino)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        self._fd = self._id = None
+
+    def _same_file(self) -> bool:
+        try:
+            st = os.stat(str(self.path))
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._id
+
+    def _drain(self) -> bool:
+        try:
+            if self._fd is not None and not self._same_file():
+                log.warning("%s was deleted or replaced; recreating it", self.path)
+                self._close_fd()
+            if self._fd is None:
+                self._open()
+            while self.queue:
+                data = self.queue[0]
+                n = os.write(self._fd, data)
+                if n < len(data):  # a short write (disk just filled): keep the rest for the retry
+                    self.queue[0] = data[n:]
+                    raise OSError(28, "short write (no space left on device?)")
+                self.queue.popleft()
+                self.written += 1
+            if self.fsync:
+                os.fsync(self._fd)
+        except OSError as e:
+            self._failed(e)
+            return False
+        if not self.writable:
+            log.warning("%s is writable again; the %s kept in memory were written", self.path, self.what)
+            self.writable, self.error = True, ""
+        return True
+
+    def _failed(self, e: OSError, at_start: bool = False) -> None:
+        now = time.monotonic()
+        self.error = f"{e.strerror or e}"
+        self._t_fail = now
+        first = self.writable
+        self.writable = False
+        if first or now - self._t_log >= self.log_every_s:
+            self._t_log = now
+            log.error("%s %s: %s not writable (%s); %d kept in memory (at most %d), retried every %.0f s%s",
+                      "at start-up:" if at_start else "cannot write" if first else "still cannot write",
+                      self.what, self.path, self.error, len(self.queue), self.queue.maxlen, self.retry_s,
+                      f", {self.lost} lost so far" if self.lost else "")
 
 
 class EventLog:
-    """Appends alarm events to a JSON-lines file, one flushed line per event."""
+    """Appends alarm events to a JSON-lines file, one line per event, written at once; never raises
+    (see :class:`JsonlAppender`: a full or read-only disk keeps events in memory and retries)."""
 
     def __init__(self, path: Union[str, Path]):
         self.path = Path(path)
-        self._f = _open_append(self.path)
-        self.written = 0
+        self.file = JsonlAppender(self.path, "events")
 
-    def write(self, event: Union[AlarmEvent, Dict[str, Any]]) -> None:
+    @property
+    def written(self) -> int:
+        return self.file.written
+
+    @property
+    def writable(self) -> bool:
+        """False while events wait in memory because the file cannot be written."""
+        return self.file.writable
+
+    def write(self, event: Union[AlarmEvent, Dict[str, Any]]) -> bool:
+        """Append one event; True when it reached the file (False: queued for :meth:`retry`)."""
         d = event.to_dict() if isinstance(event, AlarmEvent) else dict(event)
-        self._f.write(json.dumps(d, sort_keys=False) + "\n")
-        self._f.flush()
-        self.written += 1
+        return self.file.append(d)
+
+    def retry(self) -> None:
+        self.file.retry()
 
     def close(self) -> None:
-        if not self._f.closed:
-            self._f.flush()
-            try:
-                os.fsync(self._f.fileno())
-            except OSError:
-                pass
-            self._f.close()
+        self.file.close()
 
 
 class HourlyCounts:
-    """Counts people per class per local hour; appends one line per hour when the hour is over
-    (and on :meth:`flush`, e.g. at shutdown)."""
+    """Counts people per class per local hour. Each person is appended at once (and fsynced) as a
+    ``counts`` record of one person for its hour, so nothing waits in memory for the hour to end;
+    the report sums the records. Never raises (see :class:`JsonlAppender`)."""
 
     def __init__(self, path: Union[str, Path], classes: Sequence[str] = COUNT_CLASSES):
         self.path = Path(path)
         self.classes = list(classes)
-        self._open = {}  # type: Dict[str, collections.Counter]
         self.total = collections.Counter()  # type: collections.Counter
+        self.file = JsonlAppender(self.path, "counts", fsync=True, max_queue=10000)
 
     @staticmethod
     def hour_of(wall: float) -> str:
         return datetime.datetime.fromtimestamp(wall).strftime("%Y-%m-%dT%H")
 
-    def add(self, cls: str, wall: float, now: Optional[float] = None) -> None:
-        """Count one person of class ``cls`` first seen at epoch time ``wall``; hours before the hour of
-        ``now`` (default: the current time) are complete and are written out."""
-        hour = self.hour_of(wall)
-        self._open.setdefault(hour, collections.Counter())[cls] += 1
-        self.total[cls] += 1
-        now_hour = self.hour_of(time.time() if now is None else now)
-        for h in [h for h in self._open if h < now_hour]:
-            self._write(h)
+    @property
+    def writable(self) -> bool:
+        return self.file.writable
 
-    def _write(self, hour: str) -> None:
-        c = self._open.pop(hour)
-        rec = {"type": "counts", "hour": hour}
-        rec.update({k: int(c.get(k, 0)) for k in self.classes})
-        with _open_append(self.path) as f:
-            f.write(json.dumps(rec) + "\n")
+    def add(self, cls: str, wall: float, now: Optional[float] = None) -> None:
+        """Count one person of class ``cls`` first seen at epoch time ``wall`` (``now`` is accepted for
+        compatibility; every person is written at once)."""
+        self.total[cls] += 1
+        rec = {"type": "counts", "hour": self.hour_of(wall)}
+        rec.update({k: int(k == cls) for k in self.classes})
+        self.file.append(rec)
+
+    def retry(self) -> None:
+        self.file.retry()
 
     def flush(self) -> None:
-        for h in sorted(self._open):
-            self._write(h)
+        """Write what waits in memory, fsync and close the file (it is reopened by the next :meth:`add`)."""
+        self.file.close()
 
 
 def save_snapshot(image: np.ndarray, event: AlarmEvent, folder: Union[str, Path]) -> Path:
@@ -108,55 +250,141 @@ def save_snapshot(image: np.ndarray, event: AlarmEvent, folder: Union[str, Path]
     return p
 
 
-def read_jsonl(path: Union[str, Path]) -> List[Dict[str, Any]]:
-    """Every valid JSON object in a JSON-lines file (a torn last line after a power cut is skipped)."""
-    out = []
+def scan_jsonl(path: Union[str, Path]) -> Tuple[List[Dict[str, Any]], int]:
+    """``(records, skipped)``: every JSON object of a JSON-lines file, and how many non-empty lines were not
+    one (a torn line after a power cut, a bad byte, a bare number or list). Never raises on content; a file
+    that does not exist gives ``([], 0)``; an unreadable one raises ``OSError``."""
+    out = []  # type: List[Dict[str, Any]]
+    bad = 0
     p = Path(path)
     if not p.exists():
-        return out
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
+        return out, 0
+    with open(p, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            raw = raw.strip()
+            if not raw:
                 continue
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("%s:%d: skipping a damaged line", p, n)
-    return out
+                rec = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                rec = None
+            if isinstance(rec, dict):
+                out.append(rec)
+            else:
+                bad += 1
+                if bad <= 5:
+                    log.warning("%s:%d: skipping a damaged line", p, n)
+    return out, bad
 
 
-def day_report(day: str, counts_path: Union[str, Path], events_path: Union[str, Path, None] = None
-               ) -> Dict[str, Any]:
-    """Counts for ``day`` (YYYY-MM-DD): ``{"day", "hours": {HH: {class: n}}, "total": {class: n}, "alarms": n}``."""
+def read_jsonl(path: Union[str, Path]) -> List[Dict[str, Any]]:
+    """Every valid JSON object in a JSON-lines file (damaged lines, e.g. a torn last line after a power cut,
+    are skipped; see :func:`scan_jsonl` for their count)."""
+    return scan_jsonl(path)[0]
+
+
+def _int(v: Any) -> int:
+    """A count from a record: a non-negative int, else ValueError."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != int(v):
+        raise ValueError(f"not a count: {v!r}")
+    return int(v)
+
+
+def alarm_sounded(rec: Dict[str, Any]) -> Tuple[bool, Optional[str]]:
+    """``(sounded, reason)`` of an alarm record: the ``sounded``/``reason`` fields when the policy wrote them
+    (e.g. ``reason`` ``"cooldown"``, ``"quiet_hours"``), else from ``suppressed`` (quiet hours)."""
+    if isinstance(rec.get("sounded"), bool):
+        sounded = rec["sounded"]
+    else:
+        sounded = not rec.get("suppressed")
+    reason = rec.get("reason")
+    if not sounded and not isinstance(reason, str):
+        reason = "quiet_hours" if rec.get("suppressed") else "unknown"
+    return sounded, (reason if not sounded else None)
+
+
+def day_report(day: str, counts_path: Union[str, Path], events_path: Union[str, Path, None] = None,
+               now: Optional[float] = None) -> Dict[str, Any]:
+    """People and alarms of ``day`` (YYYY-MM-DD), per hour, the current hour included.
+
+    Returns ``{"day", "hours": {HH: {class: n}}, "total": {class: n}, "alarms": n sounded,
+    "alarms_raised": n, "not_sounded": {reason: n}, "alarms_by_hour": {HH: {"raised": n, "sounded": n}},
+    "current_hour": "HH" or None, "skipped_lines": n}``. Damaged lines and records with bad fields are
+    skipped and counted in ``skipped_lines``.
+
+    Raises:
+        ValueError: ``day`` is not a YYYY-MM-DD date.
+        OSError: a file exists but cannot be read.
+    """
     datetime.datetime.strptime(day, "%Y-%m-%d")  # ValueError on a bad date
     hours = collections.OrderedDict()  # type: Dict[str, Dict[str, int]]
+    by_hour = collections.OrderedDict()  # type: Dict[str, Dict[str, int]]
     for h in range(24):
         hours[f"{h:02d}"] = {c: 0 for c in COUNT_CLASSES}
-    for rec in read_jsonl(counts_path):
-        if rec.get("type") != "counts" or not str(rec.get("hour", "")).startswith(day):
+        by_hour[f"{h:02d}"] = {"raised": 0, "sounded": 0}
+    records, skipped = scan_jsonl(counts_path)
+    for rec in records:
+        hour = rec.get("hour")
+        if rec.get("type") != "counts" or not isinstance(hour, str) or not hour.startswith(day):
             continue
-        hh = str(rec["hour"])[11:13]
+        hh = hour[11:13]
+        try:
+            if hh not in hours:
+                raise ValueError(f"bad hour {hour!r}")
+            add = {c: _int(rec.get(c, 0)) for c in COUNT_CLASSES}
+        except ValueError:
+            skipped += 1
+            continue
         for c in COUNT_CLASSES:
-            hours[hh][c] += int(rec.get(c, 0))
+            hours[hh][c] += add[c]
     total = {c: sum(v[c] for v in hours.values()) for c in COUNT_CLASSES}
-    alarms = 0
+    raised, not_sounded = 0, collections.Counter()
     if events_path is not None:
-        alarms = sum(1 for r in read_jsonl(events_path)
-                     if r.get("type", "alarm") == "alarm" and str(r.get("time", "")).startswith(day)
-                     and not r.get("suppressed"))
-    return {"day": day, "hours": hours, "total": total, "alarms": alarms}
+        events, bad = scan_jsonl(events_path)
+        skipped += bad
+        for r in events:
+            t = r.get("time")
+            if r.get("type", "alarm") != "alarm" or not isinstance(t, str) or not t.startswith(day):
+                continue
+            hh = t[11:13]
+            if hh not in by_hour:
+                skipped += 1
+                continue
+            sounded, reason = alarm_sounded(r)
+            raised += 1
+            by_hour[hh]["raised"] += 1
+            by_hour[hh]["sounded"] += int(sounded)
+            if not sounded:
+                not_sounded[reason] += 1
+    now_dt = datetime.datetime.fromtimestamp(time.time() if now is None else now)
+    current = now_dt.strftime("%H") if now_dt.strftime("%Y-%m-%d") == day else None
+    return {"day": day, "hours": hours, "total": total, "alarms": sum(v["sounded"] for v in by_hour.values()),
+            "alarms_raised": raised, "not_sounded": dict(not_sounded), "alarms_by_hour": by_hour,
+            "current_hour": current, "skipped_lines": skipped}
 
 
 def format_report(rep: Dict[str, Any]) -> str:
+    """The report as a text table: people per class and alarms (raised / sounded) per hour."""
+    by_hour = rep.get("alarms_by_hour") or {}
+    cur = rep.get("current_hour")
     lines = [f"maskwatch counts for {rep['day']} (people, counted once per track)",
-             f"{'hour':>5} {'mask':>6} {'no_mask':>8} {'incorrect':>10}"]
+             f"{'hour':>5} {'mask':>6} {'no_mask':>8} {'incorrect':>10} {'alarms':>7} {'sounded':>8}"]
     for hh, c in rep["hours"].items():
-        if any(c.values()):
-            lines.append(f"{hh + ':00':>5} {c['mask']:>6} {c['no_mask']:>8} {c['mask_incorrect']:>10}")
+        a = by_hour.get(hh, {"raised": 0, "sounded": 0})
+        if any(c.values()) or a["raised"] or hh == cur:
+            lines.append(f"{hh + ':00':>5} {c['mask']:>6} {c['no_mask']:>8} {c['mask_incorrect']:>10} "
+                         f"{a['raised']:>7} {a['sounded']:>8}" + ("  (current hour, still counting)"
+                                                                  if hh == cur else ""))
     t = rep["total"]
-    lines.append(f"{'total':>5} {t['mask']:>6} {t['no_mask']:>8} {t['mask_incorrect']:>10}")
+    raised = rep.get("alarms_raised", rep["alarms"])
+    lines.append(f"{'total':>5} {t['mask']:>6} {t['no_mask']:>8} {t['mask_incorrect']:>10} {raised:>7} "
+                 f"{rep['alarms']:>8}")
     lines.append(f"alarms sounded: {rep['alarms']}")
+    if rep.get("not_sounded"):
+        lines.append(f"alarms raised: {raised}, not sounded: " +
+                     ", ".join(f"{k} {v}" for k, v in sorted(rep["not_sounded"].items())))
+    if rep.get("skipped_lines"):
+        lines.append(f"skipped {rep['skipped_lines']} damaged line(s)")
     return "\n".join(lines)
 
 

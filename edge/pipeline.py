@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 #: the benchmark's stages, in data-path order
 STAGES = ("capture", "preprocess", "inference", "decode_cluster", "track_policy", "overlay")
 
+#: RunResult.alarms keeps the newest this many alarms (about 640 B each); a week-long run stays small
+MAX_ALARMS_KEPT = 1000
+
 #: config keys that only take effect after a restart
 RESTART_KEYS = ("model.path", "model.backend", "model.engine", "model.threads", "display.enabled",
                 "display.fullscreen", "display.window_", "display.save_video", "events.", "telemetry.")
@@ -64,10 +67,18 @@ class RunResult:
     captured: int = 0               # frames read from the source
     dropped: int = 0                # frames skipped because processing was slower (latest-frame mode)
     reconnects: int = 0
-    alarms: List[AlarmEvent] = field(default_factory=list)
+    alarms: List[AlarmEvent] = field(default_factory=list)  # the most recent MAX_ALARMS_KEPT alarms
     counts: Dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0            # from the first to the last processed frame
     reason: str = ""                # why the loop ended
+    alarms_total: int = 0           # every alarm of the run (``alarms`` keeps only the newest)
+
+    def add_alarm(self, ev: AlarmEvent) -> None:
+        """Keep ``ev``; ``alarms`` is bounded to :data:`MAX_ALARMS_KEPT` (the event log has them all)."""
+        self.alarms_total += 1
+        self.alarms.append(ev)
+        if len(self.alarms) > MAX_ALARMS_KEPT:
+            del self.alarms[:len(self.alarms) - MAX_ALARMS_KEPT]
 
     @property
     def fps(self) -> float:
@@ -131,6 +142,40 @@ class FpsMeter:
         return (self.last - self.first) if self.first is not None and self.last is not None else 0.0
 
 
+class ReloadJob:
+    """Reads and validates the config file in a background thread, so a SIGHUP never stalls the frame loop
+    (the file is bounded too: :data:`edge.config.MAX_CONFIG_BYTES`).
+
+    After :attr:`done` is set, :attr:`config` is the new :class:`Config` or :attr:`error` says why not
+    (an empty file, a missing ``model.path``/``alarm.sound`` or an unreadable WAV are errors too).
+    Everything the file can raise is caught here.
+    """
+
+    def __init__(self, path: str, overrides: Dict[str, object], old: Config):
+        self.path, self.overrides, self.old = path, overrides, old
+        self.config = None  # type: Optional[Config]
+        self.error = ""
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="config-reload", daemon=True)
+
+    def start(self) -> "ReloadJob":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            new = with_overrides(load(self.path, check_files=True, allow_empty=False), **self.overrides)
+            if new.alarm.sound != self.old.alarm.sound and new.alarm.sound:
+                load_wav(new.alarm.sound)  # fail before anything is applied
+            self.config = new
+        except ConfigError as e:
+            self.error = str(e)
+        except Exception as e:  # anything else a bad file can cause (a broken WAV, a validator error)
+            self.error = f"{self.path}: {type(e).__name__}: {e}"[:2000]
+        finally:
+            self.done.set()
+
+
 class Pipeline:
     """The appliance. ``run()`` blocks until the source ends, ``max_frames``, the window closes or :meth:`stop`.
 
@@ -153,12 +198,16 @@ class Pipeline:
         self.result = RunResult()
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._reload_job = None  # type: Optional[ReloadJob]
         self.stop_reason = ""
         self.capture = None  # type: Optional[Capture]
         self.tracker = self.counts = self.events = self.speaker = self.display = self.video = None
         self.telemetry = None  # type: Optional[Telemetry]
         self._t_status = 0.0
         self._t_display = 0.0
+        self._hung_since = None  # type: Optional[float]
+        self._hung_frames = 0
+        self._watchdog_held = False  # the camera stayed hung past camera.stall_give_up_s
 
     # ------------------------------------------------------------------ control (signal handlers call these)
     def stop(self, reason: str = "stop requested") -> None:
@@ -258,7 +307,7 @@ class Pipeline:
     def _housekeeping(self, t_start: float, fps: float) -> None:
         """A pending SIGHUP reload; READY once the model is warm and the camera open; WATCHDOG every loop;
         STATUS every 2 s; reopening a camera that stalled."""
-        if self._reload.is_set():
+        if self._reload.is_set() or self._reload_job is not None:
             self._apply_reload()
         if self.display is not None and not self.display.pump():
             self.stop("window closed")
@@ -275,19 +324,68 @@ class Pipeline:
         if not n.ready_sent and (cap.is_open or time.monotonic() - t_start > self.cfg.camera.ready_timeout_s):
             n.ready("running" if cap.is_open else f"waiting for camera: {cap.error}")
             self._t_status = 0.0
-        if n.ready_sent:
+        self._check_camera_hang()
+        if n.ready_sent and not self._watchdog_held:
             n.watchdog()
         live = cap.source.live
         if live and cap.is_open and time.monotonic() - cap.last_frame_time > self.cfg.camera.stall_timeout_s:
             log.warning("no frame from %s for %.0f s; reopening", cap.source.name, self.cfg.camera.stall_timeout_s)
             cap.last_frame_time = time.monotonic()
             cap.request_reopen()
+        self.events.retry()  # events/counts waiting for the disk (cheap when nothing waits)
+        self.counts.retry()
         if n.ready_sent and time.monotonic() - self._t_status >= 2.0:
             self._t_status = time.monotonic()
             t = self.counts.total
-            cam = "camera ok" if cap.is_open else f"camera lost ({cap.error})"
+            cam = self._hang_status() or ("camera ok" if cap.is_open else f"camera lost ({cap.error})")
             n.status(f"{fps:.1f} fps, {cam}, people mask={t['mask']} no_mask={t['no_mask']} "
-                     f"mask_incorrect={t['mask_incorrect']}, alarms={len(self.result.alarms)}, dropped={cap.dropped}")
+                     f"mask_incorrect={t['mask_incorrect']}, alarms={self.result.alarms_total}, dropped={cap.dropped}"
+                     + self._storage_status())
+
+    def _check_camera_hang(self) -> None:
+        """A live source whose read (or open) has not returned for ``camera.stall_timeout_s``: abandon that
+        capture thread and start a new one; once a frame comes again, it recovered. Still hung
+        ``camera.stall_give_up_s`` after it was found: stop feeding the watchdog (systemd restarts us)."""
+        cap, c = self.capture, self.cfg.camera
+        if not cap.source.live:
+            return
+        now = time.monotonic()
+        if self._hung_since is not None and cap.frames > self._hung_frames:  # a frame came again
+            log.warning("camera %s recovered after %.0f s (%d abandoned capture threads)", cap.source.name,
+                        now - self._hung_since, cap.hung_restarts)
+            self._hung_since = None
+            if self._watchdog_held:
+                log.warning("feeding the systemd watchdog again")
+                self._watchdog_held = False
+            return
+        blocked = cap.blocked_s()
+        if blocked > c.stall_timeout_s:
+            what = cap.blocked_in or "read"
+            if self._hung_since is None:
+                self._hung_since, self._hung_frames = now - blocked, cap.frames
+                log.error("camera %s: the %s has not returned for %.0f s (a hung driver?); abandoning that capture "
+                          "thread and opening the camera again", cap.source.name, what, blocked)
+            if not cap.restart_hung():
+                log.debug("camera still hung; not starting another capture thread")
+        if self._hung_since is not None and not self._watchdog_held and now - self._hung_since > c.stall_give_up_s:
+            self._watchdog_held = True
+            log.error("camera %s hung for %.0f s and reopening did not help (%d capture threads abandoned): no longer "
+                      "feeding the systemd watchdog, so systemd restarts the service", cap.source.name,
+                      now - self._hung_since, cap.hung_restarts)
+
+    def _hang_status(self) -> str:
+        """The STATUS camera part while the camera is hung ("" otherwise)."""
+        if self._hung_since is None:
+            return ""
+        held = ", watchdog no longer fed" if self._watchdog_held else ""
+        return f"camera stalled ({time.monotonic() - self._hung_since:.0f} s, read blocked{held})"
+
+    def _storage_status(self) -> str:
+        """``", event log not writable (N waiting)"`` while events or counts wait in memory, else ""."""
+        bad = [f for f in (self.events.file, self.counts.file) if not f.writable]
+        if not bad:
+            return ""
+        return f", event log not writable ({sum(f.pending for f in bad)} waiting: {bad[0].error})"
 
     def _describe(self, dets) -> str:
         classes = self.detector.classes
@@ -295,12 +393,16 @@ class Pipeline:
                          zip(dets.track_id, dets.class_id, dets.scores, dets.width)) or "no faces"
 
     def _alarm(self, ev: AlarmEvent, image: np.ndarray) -> None:
-        self.result.alarms.append(ev)
-        self.events.write(ev)
+        """Sound first, then the disk: the speaker and the monitor never wait for (or fail with) the disk."""
+        self.result.add_alarm(ev)
         if self.speaker is not None and not ev.suppressed:
             self.speaker.play()
+        self.events.write(ev)  # never raises: a full disk keeps it in memory and retries
         if self.cfg.events.snapshots:
-            save_snapshot(image, ev, self.cfg.events.resolved_snapshot_dir())
+            try:
+                save_snapshot(image, ev, self.cfg.events.resolved_snapshot_dir())
+            except Exception as e:  # a full disk or a bad folder must not stop the frame loop
+                log.error("snapshot not saved: %s", e)
 
     def _count(self, tracks) -> None:
         classes = self.detector.classes
@@ -309,21 +411,33 @@ class Pipeline:
                 self.counts.add(classes[tr.lifetime_class], tr.first_wall)
 
     def _apply_reload(self) -> None:
-        """SIGHUP: load the file again; apply what can change live; on any error keep the running config."""
-        self._reload.clear()
+        """SIGHUP: load the file again (in a :class:`ReloadJob` thread; this returns at once and is called
+        again by the loop until the job is done); apply what can change live; on any error keep the
+        running config."""
         path = self.opts.config_path
-        if not path:
-            log.warning("SIGHUP: no config file was given (built-in defaults); nothing to reload")
+        if self._reload_job is None:
+            self._reload.clear()
+            if not path:
+                log.warning("SIGHUP: no config file was given (built-in defaults); nothing to reload")
+                return
+            self.notifier.reloading()
+            self._reload_job = ReloadJob(path, self.opts.overrides, self.cfg).start()
             return
-        self.notifier.reloading()
-        try:
-            new = with_overrides(load(path), **self.opts.overrides)
-            if new.alarm.sound != self.cfg.alarm.sound and new.alarm.sound:
-                load_wav(new.alarm.sound)  # fail before anything is applied
-        except (ConfigError, ValueError, OSError) as e:
-            log.error("config reload failed; keeping the running config:\n%s", e)
+        if not self._reload_job.done.is_set():
+            return
+        job, self._reload_job = self._reload_job, None
+        if job.config is None:
+            log.error("config reload failed; keeping the running config:\n%s", job.error)
             self.notifier.notify("READY=1", "STATUS=config reload failed, running config kept")
             return
+        try:
+            self._apply_config(job.config, path)
+        except Exception:  # applying must never stop the frame loop
+            log.exception("config reload: applying the new config failed; parts may be kept from the old one")
+            self.notifier.notify("READY=1", "STATUS=config reload failed while applying")
+
+    def _apply_config(self, new: Config, path: str) -> None:
+        """Apply a validated config: live keys now, restart keys logged."""
         changed = diff(self.cfg, new)
         logging.getLogger().setLevel(new.log_level)
         self.detector.configure(new.model)
@@ -375,5 +489,5 @@ class Pipeline:
             self.result.reconnects = self.capture.reconnects
         self.result.reason = self.stop_reason
         log.info("stopped (%s): %d frames, %.1f fps, %d dropped, %d alarms, people %s", self.stop_reason,
-                 self.result.frames, self.result.fps, self.result.dropped, len(self.result.alarms),
+                 self.result.frames, self.result.fps, self.result.dropped, self.result.alarms_total,
                  dict(self.result.counts))

@@ -11,7 +11,19 @@ runs a source in its own thread:
   is lost and results are reproducible.
 
 A live source that fails or stops delivering is closed and reopened with exponential
-back-off; the thread never gives up while the appliance runs.
+back-off; the thread never gives up while the appliance runs. The back-off is kept across
+open-then-fail cycles (a camera that opens but fails every read is retried at most every
+``reconnect_max_s``), and resets only once the source has delivered frames for
+:data:`STABLE_S` seconds; repeated failures are logged at a bounded rate.
+
+A read (or open) that never returns (a hung driver) cannot be interrupted from Python: the
+consumer sees it with :meth:`Capture.blocked_s` and calls :meth:`Capture.restart_hung`, which
+abandons the stuck thread (it exits without touching anything when its call returns) and starts
+a new one that opens the source again.
+
+Frames a source returns are checked (:func:`normalise_frame`): grey and BGRA frames are converted
+to BGR; empty, wrongly shaped or non-uint8 frames are counted in :attr:`Capture.bad_frames`,
+logged at a bounded rate and skipped, never handed on.
 """
 from __future__ import annotations
 
@@ -38,6 +50,55 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 class SourceError(RuntimeError):
     """A source cannot be opened or read."""
+
+
+#: a reopened live source must deliver frames this long (s) before the reconnect back-off starts over
+STABLE_S = 5.0
+#: at most this many abandoned (hung) capture threads at once; beyond that no new one is started
+MAX_ABANDONED = 8
+
+
+class RateLimitedLog:
+    """Logs a message the first time and then at most once per ``every_s`` seconds, saying how many were
+    left out in between (a failing camera must not write a million log lines)."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = 30.0):
+        self.logger, self.every_s = logger, every_s
+        self._last = -1e18
+        self.suppressed = 0
+
+    def __call__(self, level: int, msg: str, *args: object) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            self.suppressed += 1
+            return False
+        if self.suppressed:
+            msg += f" ({self.suppressed} more like this in the last {now - self._last:.0f} s)"
+        self._last, self.suppressed = now, 0
+        self.logger.log(level, msg, *args)
+        return True
+
+
+def normalise_frame(img: object) -> Tuple[Optional[np.ndarray], str]:
+    """``(frame, problem)``: a (H, W, 3) uint8 BGR frame made from what a source returned, or ``(None, why)``.
+
+    (H, W) and (H, W, 1) grey frames are converted with ``cv2.COLOR_GRAY2BGR``, (H, W, 4) BGRA with
+    ``cv2.COLOR_BGRA2BGR``; a frame that is not a NumPy array, is empty, smaller than 2x2 px, not uint8
+    or of any other shape is refused. ``problem`` says what was converted or why it was refused.
+    """
+    if not isinstance(img, np.ndarray):
+        return None, f"not an image ({type(img).__name__})"
+    if img.size == 0 or img.ndim not in (2, 3) or img.shape[0] < 2 or img.shape[1] < 2:
+        return None, f"empty or wrongly shaped frame {img.shape}"
+    if img.dtype != np.uint8:
+        return None, f"frame of dtype {img.dtype}, not uint8"
+    if img.ndim == 2 or img.shape[2] == 1:
+        return cv2.cvtColor(np.ascontiguousarray(img.reshape(img.shape[:2])), cv2.COLOR_GRAY2BGR), "grey"
+    if img.shape[2] == 4:
+        return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGRA2BGR), "BGRA"
+    if img.shape[2] != 3:
+        return None, f"frame with {img.shape[2]} channels {img.shape}"
+    return (img if img.flags["C_CONTIGUOUS"] else np.ascontiguousarray(img)), ""
 
 
 class Source(abc.ABC):
@@ -358,17 +419,61 @@ class Capture:
         self.ended = False       # a recorded source reached its end (or failed to open)
         self.error = None        # type: Optional[str]
         self.last_frame_time = time.monotonic()
+        self.bad_frames = 0      # malformed frames skipped (empty, wrong shape, wrong dtype)
+        self.converted_frames = 0  # grey or BGRA frames converted to BGR
+        self.hung_restarts = 0   # times a blocked read/open was abandoned for a new thread
         self._slot = None        # type: Optional[Frame]
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._reopen = threading.Event()
         self._thread = None      # type: Optional[threading.Thread]
+        self._gen = 0            # the current thread's generation; an abandoned thread has an older one
+        self._abandoned = []     # type: List[threading.Thread]
+        self._busy_since = None  # type: Optional[float]
+        self._busy_what = ""
+        self._backoff = reconnect_min_s
+        self._index = 0
+        self._log_lost = RateLimitedLog(log)
+        self._log_open = RateLimitedLog(log)
+        self._log_bad = RateLimitedLog(log)
 
     # ------------------------------------------------------------------ consumer side
     def start(self) -> "Capture":
-        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(self._gen,), name="capture", daemon=True)
         self._thread.start()
         return self
+
+    def blocked_s(self) -> float:
+        """How long the current thread's ``source.read()`` / ``open()`` has been running without returning
+        (s); 0 when it is not inside one."""
+        since = self._busy_since
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
+
+    @property
+    def blocked_in(self) -> str:
+        """``"read"`` or ``"open"`` while :meth:`blocked_s` counts, else ""."""
+        return self._busy_what if self._busy_since is not None else ""
+
+    def restart_hung(self) -> bool:
+        """Abandon the current thread (stuck in a source call that does not return) and start a new one
+        that opens the source again. The stuck thread exits without touching the source or the slot once
+        its call returns. False (nothing done) when :data:`MAX_ABANDONED` stuck threads are still alive or
+        the capture is stopping."""
+        self._abandoned = [t for t in self._abandoned if t.is_alive()]
+        if self._stop.is_set() or len(self._abandoned) >= MAX_ABANDONED:
+            return False
+        with self._cond:
+            self._gen += 1
+            if self._thread is not None:
+                self._abandoned.append(self._thread)
+            self._busy_since = None
+            self.is_open = False
+            self.error = f"{self.source.name}: {self._busy_what or 'read'} blocked"
+            self.reconnects += 1
+            self.hung_restarts += 1
+        self._thread = threading.Thread(target=self._run, args=(self._gen,), name="capture", daemon=True)
+        self._thread.start()
+        return True
 
     def read(self, timeout: float = 0.5) -> Optional[Frame]:
         """The newest frame not yet taken, waiting up to ``timeout`` s; ``None`` if there is none."""
@@ -401,15 +506,29 @@ class Capture:
             self.source.close()
 
     # ------------------------------------------------------------------ thread
-    def _open(self) -> bool:
+    def _call(self, gen: int, what: str, fn: Callable[[], object]) -> object:
+        """Run a source call, marking it busy so a hang can be seen from outside (:meth:`blocked_s`)."""
+        if gen == self._gen:
+            self._busy_what, self._busy_since = what, time.monotonic()
         try:
-            self.source.open()
+            return fn()
+        finally:
+            if gen == self._gen:
+                self._busy_since = None
+
+    def _open(self, gen: int = 0) -> bool:
+        try:
+            self._call(gen, "open", self.source.open)
         except Exception as e:  # a camera can fail in many ways; all mean "try again later"
+            if gen != self._gen:
+                return False
             msg = f"{e}"
             if msg != self.error and self.source.live:
-                log.warning("%s: %s; retrying with back-off", self.source.name, msg)
+                self._log_open(logging.WARNING, "%s: %s; retrying with back-off", self.source.name, msg)
             self.error = msg
             self.open_attempts += 1
+            return False
+        if gen != self._gen:
             return False
         if self.error:
             log.info("%s is back", self.source.name)
@@ -420,7 +539,7 @@ class Capture:
         return True
 
     def _lost(self, why: str) -> None:
-        log.warning("%s lost (%s); reopening", self.source.name, why)
+        self._log_lost(logging.WARNING, "%s lost (%s); reopening in %.1f s", self.source.name, why, self._backoff)
         self.error = why
         self.is_open = False
         self.reconnects += 1
@@ -429,50 +548,76 @@ class Capture:
         except Exception:  # closing a broken device may fail too
             log.debug("close failed", exc_info=True)
 
-    def _run(self) -> None:
-        backoff = self.reconnect_min_s
-        index = 0
+    def _wait_backoff(self) -> None:
+        """Sleep the current back-off (interrupted by stop) and double it up to ``reconnect_max_s``."""
+        self._stop.wait(self._backoff)
+        self._backoff = min(self._backoff * 2, self.reconnect_max_s)
+
+    def _run(self, gen: int = 0) -> None:
         t_start = None  # type: Optional[float]
-        while not self._stop.is_set():
+        t_open = time.monotonic()
+        while not self._stop.is_set() and gen == self._gen:
             if not self.is_open:
-                if self._open():
-                    backoff = self.reconnect_min_s
+                if self._open(gen):
                     t_start = None
+                    t_open = time.monotonic()
+                elif gen != self._gen:
+                    return
                 elif not self.source.live:
                     self.ended = True
                     break
                 else:
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self.reconnect_max_s)
+                    self._wait_backoff()
                     continue
             t0 = time.perf_counter()
             try:
-                img = self.source.read()
+                img = self._call(gen, "read", self.source.read)
             except Exception as e:
+                if gen != self._gen:
+                    return  # abandoned while blocked: the new thread owns the source now
                 if not self.source.live:
                     log.error("%s: read failed: %s", self.source.name, e)
                     self.error = str(e)
                     self.ended = True
                     break
                 self._lost(f"read failed: {e}")
+                self._wait_backoff()  # also after an open that "worked": no reopen storm
                 continue
+            if gen != self._gen:
+                return
             dt = time.perf_counter() - t0
             if img is None:
                 if self.source.live:
                     self._lost("no frame")
+                    self._wait_backoff()
                     continue
                 self.ended = True
                 break
             if self._reopen.is_set():
                 self._reopen.clear()
                 self._lost("stalled")
+                self._wait_backoff()
                 continue
+            img, problem = normalise_frame(img)
+            if img is None:
+                self.bad_frames += 1
+                self._log_bad(logging.WARNING, "%s: skipping a malformed frame: %s (%d so far)", self.source.name,
+                              problem, self.bad_frames)
+                continue
+            if problem:
+                self.converted_frames += 1
+                if self.converted_frames == 1:
+                    log.info("%s delivers %s frames; converting them to BGR", self.source.name, problem)
             if self.on_frame_time is not None:
                 self.on_frame_time(dt)
+            index = self._index
             frame = Frame(img, index, self.source.timestamp(index), time.time())
-            index += 1
+            self._index += 1
             self.frames += 1
             self.last_frame_time = time.monotonic()
+            if self.source.live and self._backoff != self.reconnect_min_s and \
+                    self.last_frame_time - t_open >= STABLE_S:
+                self._backoff = self.reconnect_min_s  # delivering steadily again: the next loss starts over
             if self.pace and not self.source.live and self.source.fps > 0:
                 if t_start is None:
                     t_start = time.monotonic() - frame.t
@@ -480,6 +625,8 @@ class Capture:
                 if delay > 0:
                     self._stop.wait(delay)
             self._put(frame)
+        if gen != self._gen:
+            return
         with self._cond:
             self.ended = self.ended or not self.source.live
             self._cond.notify_all()

@@ -1,7 +1,11 @@
 """Shared test fixtures: paths to the real data beside the checkout."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Privacy: no onnxruntime telemetry from the tests either (set before anything imports onnxruntime).
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 import pytest
 

@@ -40,17 +40,19 @@ def test_torn_last_line_is_skipped(tmp_path):
     assert len(read_jsonl(p)) == 1
 
 
-def test_hourly_counts_written_when_the_hour_is_over_and_on_flush(tmp_path):
+def test_hourly_counts_are_written_person_by_person_and_summed_by_the_report(tmp_path):
     p = tmp_path / "counts.jsonl"
     c = HourlyCounts(p)
     c.add("mask", T10, now=T10)
     c.add("no_mask", T10, now=T10)
-    assert not p.exists()
-    c.add("mask", T11, now=T11)  # 10:00-11:00 is complete
-    assert read_jsonl(p) == [{"type": "counts", "hour": "2026-03-04T10", "mask": 1, "no_mask": 1,
+    # on disk at once (fsynced), not only when the hour is over: a kill -9 loses nothing counted
+    assert read_jsonl(p) == [{"type": "counts", "hour": "2026-03-04T10", "mask": 1, "no_mask": 0,
+                              "mask_incorrect": 0},
+                             {"type": "counts", "hour": "2026-03-04T10", "mask": 0, "no_mask": 1,
                               "mask_incorrect": 0}]
+    c.add("mask", T11, now=T11)
     c.flush()
-    c2 = HourlyCounts(p)  # restart in the same hour: a second record for 11:00, summed by the report
+    c2 = HourlyCounts(p)  # restart in the same hour: more records for 11:00, summed by the report
     c2.add("mask_incorrect", T11, now=T11)
     c2.add("mask", T11, now=T11)
     c2.flush()
