@@ -78,13 +78,17 @@ def poster_videos(tmp_path_factory, videos):
     return out
 
 
-def run(video, events, model_path, extra=None):
+def run(video, events, model_path, extra=None, keep=None):
+    """Run the pipeline on ``video``; ``keep``: a list the Pipeline object is appended to."""
     cfg = with_overrides(Config(), source=str(video), headless=True, fast=True, events=str(events))
     cfg.model.path = str(model_path)
     for section, values in (extra or {}).items():
         for k, v in values.items():
             setattr(getattr(cfg, section), k, v)
-    return Pipeline(cfg, RunOptions(sound=False)).run()
+    pipe = Pipeline(cfg, RunOptions(sound=False))
+    if keep is not None:
+        keep.append(pipe)
+    return pipe.run()
 
 
 def on_photo(ev, photo) -> bool:
@@ -98,7 +102,8 @@ def test_a_pasted_photo_never_alarms_through_a_restart_and_the_man_still_does(tm
     video, frames, photo = poster_videos["unmasked"]
     events = tmp_path / "events.jsonl"
     for restart in range(2):  # the second run is a restart: the photo is in view from frame 1 again
-        res = run(video, events, model_path)
+        pipes = []
+        res = run(video, events, model_path, keep=pipes)
         assert res.frames == frames == 206 and res.reason == "source ended"
         alarms = read_jsonl(events)
         assert len(alarms) == restart + 1, alarms
@@ -106,8 +111,10 @@ def test_a_pasted_photo_never_alarms_through_a_restart_and_the_man_still_does(tm
         assert ev["class"] == "no_mask" and ev["sounded"] is True and ev["reason"] is None
         assert not on_photo(ev, photo), f"alarm on the pasted photo: {ev}"
         assert 320 <= (ev["box"][0] + ev["box"][2]) / 2 <= 960, f"the alarm is not on the man: {ev}"
-        # the photo is not a person: the man is the only no_mask person counted in this run
+        # the photo is not a person: the man is the only no_mask person counted in this run, and the only
+        # person in view in the last frame (the status line and STATUS)
         assert res.counts.get("no_mask") == 1 and res.counts.get("mask", 0) == 0, res.counts
+        assert pipes[0].in_view == {"mask": 0, "no_mask": 1, "mask_incorrect": 0}
 
 
 def test_a_pasted_photo_gives_no_alarm_in_a_masked_clip(tmp_path, model_path, poster_videos):
