@@ -39,7 +39,11 @@ setup(
             "pycuda>=2022.1; platform_machine == 'aarch64' and sys_platform == 'linux'",
             "jetson-stats>=4.2; platform_machine == 'aarch64' and sys_platform == 'linux'",
         ],
-        "dev": ["pytest>=7", "vermin>=1.6", "Pillow>=9.2"],  # Pillow: X root-window screenshots in the display test
+        # Pillow: X root-window screenshots in the display test; systemd-python (builds against apt libsystemd-dev +
+        # pkg-config): systemd.daemon.notify and the journal handler, tested both with and without it. It is optional
+        # at run time (edge/systemd.py falls back to its own socket and stderr); on the Jetson it is apt
+        # python3-systemd, seen by a venv made with --system-site-packages
+        "dev": ["pytest>=7", "vermin>=1.6", "Pillow>=9.2", "systemd-python>=234; sys_platform == 'linux'"],
     },
     entry_points={"console_scripts": ["maskwatch=edge.cli:main"]},
 )

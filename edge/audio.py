@@ -2,6 +2,10 @@
 
 * :meth:`AlarmPlayer.play` returns at once; while a clip is still playing a new
   request is ignored (no overlapping alarms).
+* One spoken prompt per alarm class (:func:`prompt_paths`): ``alarm.prompts.<class>``, else
+  ``alarm.sound``, else the built-in clip of the class (``assets/alarm.wav``: "Please wear your
+  mask", ``assets/cover_nose.wav``: "Please cover your nose"; both rendered by
+  ``scripts/make_alarm_wav.py``).
 * The volume is a linear gain applied to the samples.
 * A missing or failing sound device is logged once, retried after ``retry_s`` seconds,
   and never raises into the caller: display and event log keep working.
@@ -17,13 +21,27 @@ import threading
 import time
 import wave
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SOUND = Path(__file__).with_name("assets") / "alarm.wav"
+#: the built-in prompt per alarm class
+BUILTIN_PROMPTS = {"no_mask": DEFAULT_SOUND, "mask_incorrect": Path(__file__).with_name("assets") / "cover_nose.wav"}
+
+
+def prompt_paths(sound: Union[str, Path, None] = None,
+                 prompts: Optional[Dict[str, Optional[str]]] = None) -> Dict[str, Path]:
+    """The WAV file announced for each alarm class: ``prompts[cls]`` if set, else ``sound`` if set, else
+    :data:`BUILTIN_PROMPTS` (``prompts`` is ``alarm.prompts`` as a dict, ``sound`` is ``alarm.sound``)."""
+    prompts = prompts or {}
+    out = {}
+    for cls, builtin in BUILTIN_PROMPTS.items():
+        chosen = prompts.get(cls) or sound
+        out[cls] = Path(chosen).expanduser() if chosen else builtin
+    return out
 
 
 def load_wav(path: Union[str, Path]) -> Tuple[np.ndarray, int]:
@@ -62,9 +80,12 @@ class AlarmPlayer:
         sound: WAV file (16-bit PCM); ``None``: the built-in chime + "Please wear your mask".
         volume: linear gain 0-1.
         retry_s: after a device error, skip playback for this long before trying again.
+        prompts: per-class WAV files (``alarm.prompts`` as a dict; see :func:`prompt_paths`);
+            ``play(cls)`` announces the class's clip.
     """
 
-    def __init__(self, sound: Union[str, Path, None] = None, volume: float = 0.8, retry_s: float = 30.0):
+    def __init__(self, sound: Union[str, Path, None] = None, volume: float = 0.8, retry_s: float = 30.0,
+                 prompts: Optional[Dict[str, Optional[str]]] = None):
         self.played = 0            # clips played to the end
         self.failed = 0            # attempts that hit a device error
         self.skipped = 0           # requests ignored: busy, or device in its retry pause
@@ -76,26 +97,35 @@ class AlarmPlayer:
         self._request = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self.configure(sound, volume, retry_s)
+        self._clip = None  # type: Optional[str]
+        self.configure(sound, volume, retry_s, prompts)
         self._thread = threading.Thread(target=self._run, name="audio", daemon=True)
         self._thread.start()
 
-    def configure(self, sound: Union[str, Path, None] = None, volume: float = 0.8, retry_s: float = 30.0) -> None:
-        """Load a (new) sound file and volume; raises ``ValueError``/``OSError`` for a bad file."""
+    def configure(self, sound: Union[str, Path, None] = None, volume: float = 0.8, retry_s: float = 30.0,
+                  prompts: Optional[Dict[str, Optional[str]]] = None) -> None:
+        """Load a (new) sound file, per-class prompts and volume; raises ``ValueError``/``OSError`` for a bad
+        file (nothing is changed then)."""
         path = Path(sound).expanduser() if sound else DEFAULT_SOUND
         data, rate = load_wav(path)
+        clips = {}
+        for cls, p in prompt_paths(sound, prompts).items():
+            d, r = (data, rate) if p == path else load_wav(p)
+            clips[cls] = (p, np.clip(d * float(volume), -1.0, 1.0).astype(np.float32), r, len(d) / float(r))
         with self._lock:
             self.path, self.rate, self.volume, self.retry_s = path, rate, float(volume), float(retry_s)
             self.samples = np.clip(data * self.volume, -1.0, 1.0).astype(np.float32)
             self.duration = len(data) / float(rate)
+            self.clips = clips  # type: Dict[str, Tuple[Path, np.ndarray, int, float]]
 
     @property
     def busy(self) -> bool:
         return self._busy.is_set()
 
-    def play(self) -> bool:
-        """Start the alarm clip in the background. Returns False (and does nothing) while one is still
-        playing or the device is in its retry pause."""
+    def play(self, cls: Optional[str] = None) -> bool:
+        """Start the alarm clip (the prompt of alarm class ``cls``; ``None`` or an unknown class: the
+        ``sound`` clip) in the background. Returns False (and does nothing) while one is still playing or
+        the device is in its retry pause."""
         if self._busy.is_set():
             self.skipped += 1
             return False
@@ -104,6 +134,7 @@ class AlarmPlayer:
             log.debug("sound device failed %.0f s ago; not retrying yet", time.monotonic() - self._failed_at)
             return False
         self._busy.set()
+        self._clip = cls
         self._request.set()
         return True
 
@@ -137,7 +168,10 @@ class AlarmPlayer:
             if self._stop.is_set():
                 return
             with self._lock:
-                samples, rate, duration = self.samples, self.rate, self.duration
+                samples, rate, duration, name = self.samples, self.rate, self.duration, self.path.name
+                if self._clip in self.clips:
+                    p, samples, rate, duration = self.clips[self._clip]
+                    name = p.name
             t0 = time.monotonic()
             try:
                 sd = self._device()
@@ -158,7 +192,7 @@ class AlarmPlayer:
                     self._logged_failure = True
                 self._busy.clear()
                 continue
-            log.info("alarm sound played (%.1f s, volume %.2f)", duration, self.volume)
+            log.info("alarm sound played (%s, %.1f s, volume %.2f)", name, duration, self.volume)
             if self._failed_at is not None:
                 log.info("sound device is back")
             self._failed_at = None

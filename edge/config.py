@@ -196,6 +196,32 @@ class TrackerConfig(_Section):
     max_age_s: float = Field(1.0, ge=0, le=60, description="a track not matched for this long is ended (s)")
     vote_window: int = Field(15, ge=1, le=300, description="a track's class is the score-weighted vote over its "
                              "last this many matched frames")
+    stationary_s: float = Field(2.0, ge=0, le=600, description="a track whose box has not moved for this long is "
+                                "stationary (a poster, a painting, a face on a screen that stays put): it never "
+                                "alarms and is not counted as a person; a new track is stationary until it moves "
+                                "(s); 0: off")
+    stationary_fraction: float = Field(0.15, gt=0, le=2, description="the box has moved when its centre or width "
+                                       "varied by at least this fraction of the face width within stationary_s "
+                                       "(4 x median absolute deviation / median width)")
+    stationary_change: float = Field(0.01, ge=0, le=1, description="a move counts only if the picture of the "
+                                     "face region changed by at least this much within stationary_s (1 - "
+                                     "normalised cross-correlation of 16x16 grey thumbnails, 0-1): a photo's box "
+                                     "jitters but its picture never changes; 0: box motion only")
+
+
+class PromptsConfig(_Section):
+    no_mask: Optional[str] = Field(None, min_length=1, description="WAV file (16-bit PCM) announced for a no_mask "
+                                   "alarm; null: alarm.sound, or the built-in 'Please wear your mask'")
+    mask_incorrect: Optional[str] = Field(None, min_length=1, description="WAV file (16-bit PCM) announced for a "
+                                          "mask_incorrect alarm; null: alarm.sound, or the built-in 'Please cover "
+                                          "your nose'")
+
+    @field_validator("no_mask", "mask_incorrect")
+    @classmethod
+    def _wav(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not v.lower().endswith(".wav"):
+            raise ValueError(f"a prompt must be a .wav file (16-bit PCM), got {v!r}")
+        return v
 
 
 class AlarmConfig(_Section):
@@ -206,13 +232,16 @@ class AlarmConfig(_Section):
     min_frames: int = Field(5, ge=1, le=10000, description="frames the voted alarm class must be held")
     min_seconds: float = Field(0.5, ge=0, le=600, description="seconds the voted alarm class must be held "
                                "(both min_frames and min_seconds must be reached)")
-    cooldown_s: float = Field(10.0, ge=0, le=3600, description="after an alarm, no new alarm for this long (s); "
-                              "each track alarms at most once anyway")
+    cooldown_s: float = Field(10.0, ge=0, le=3600, description="after an announced alarm the speaker and banner "
+                              "stay quiet for this long (s), so one announcement covers a group; every alarm is "
+                              "still logged at once (sounded: false, reason: cooldown); each track alarms once")
     quiet_hours: List[str] = Field(default_factory=list, description="local-time ranges 'HH:MM-HH:MM' (may wrap "
                                    "midnight) in which alarms are logged but not sounded")
     banner_s: float = Field(3.0, ge=0, le=60, description="how long the monitor shows the alarm banner (s)")
     sound: Optional[str] = Field(None, description="WAV file to play (16-bit PCM); null: the built-in chime and "
                                  "'Please wear your mask'")
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig, description="the spoken prompt per alarm class "
+                                   "(a file set here wins over alarm.sound)")
     volume: float = Field(0.8, ge=0, le=1, description="playback volume (0-1, linear gain)")
     audio_retry_s: float = Field(30.0, gt=0, le=3600, description="after a sound-device error, wait this long "
                                  "before trying the device again (s)")

@@ -15,13 +15,13 @@ from typing import Deque, Dict, List, Optional
 
 import numpy as np
 
-from edge.audio import AlarmPlayer, load_wav
+from edge.audio import AlarmPlayer, load_wav, prompt_paths
 from edge.backends.base import Backend
 from edge.config import Config, ConfigError, diff, load
 from edge.detector import Detector, load_backend
 from edge.display import Display, VideoSink, display_available, open_display
 from edge.events import EventLog, HourlyCounts, save_snapshot
-from edge.overlay import Overlay
+from edge.overlay import BANNERS, Overlay
 from edge.policy import AlarmPolicy
 from edge.sources import Capture, Source, SourceError, make_source
 from edge.systemd import Notifier
@@ -167,6 +167,8 @@ class ReloadJob:
             new = with_overrides(load(self.path, check_files=True, allow_empty=False), **self.overrides)
             if new.alarm.sound != self.old.alarm.sound and new.alarm.sound:
                 load_wav(new.alarm.sound)  # fail before anything is applied
+            for wav in prompt_paths(new.alarm.sound, new.alarm.prompts.model_dump()).values():
+                load_wav(wav)
             self.config = new
         except ConfigError as e:
             self.error = str(e)
@@ -208,6 +210,7 @@ class Pipeline:
         self._hung_since = None  # type: Optional[float]
         self._hung_frames = 0
         self._watchdog_held = False  # the camera stayed hung past camera.stall_give_up_s
+        self.in_view = {}  # type: Dict[str, int]  # people in view now, by their track's voted class
 
     # ------------------------------------------------------------------ control (signal handlers call these)
     def stop(self, reason: str = "stop requested") -> None:
@@ -229,7 +232,8 @@ class Pipeline:
         self.tracker = Tracker(cfg.tracker, num_classes=len(classes))
         self.policy = AlarmPolicy(cfg.alarm, cfg.zone, classes)
         self.overlay = Overlay(classes, cfg.zone.polygon if cfg.display.show_zone else ())
-        self.speaker = AlarmPlayer(cfg.alarm.sound, cfg.alarm.volume, cfg.alarm.audio_retry_s) if opts.sound else None
+        self.speaker = AlarmPlayer(cfg.alarm.sound, cfg.alarm.volume, cfg.alarm.audio_retry_s,
+                                   prompts=cfg.alarm.prompts.model_dump()) if opts.sound else None
         self.events = EventLog(cfg.events.resolved_path())
         self.counts = HourlyCounts(cfg.events.resolved_counts_path(), classes)
         self.display = open_display(cfg.display.fullscreen, (cfg.display.window_width, cfg.display.window_height)) \
@@ -254,8 +258,10 @@ class Pipeline:
                 fps = meter.tick()
                 dets = self.detector(frame.image)                            # 2. pre-process, infer, decode
                 t0 = time.perf_counter()
-                dets = self.tracker.update(dets, frame.t, frame.wall)        # 3. track + class vote
+                dets = self.tracker.update(dets, frame.t, frame.wall, frame.image)  # 3. track + class vote
                 alarms = self.policy.update(dets, self.tracker, frame)       # 4. alarm policy
+                still = self.tracker.stationary_mask(dets, frame.t)          #    posters: dimmed, not people
+                self.in_view = self._people_in_view(dets, still)
                 self._count(self.tracker.pop_finished())
                 self.stages.add("track_policy", time.perf_counter() - t0)
                 if log.isEnabledFor(logging.DEBUG):
@@ -266,7 +272,7 @@ class Pipeline:
                     t0 = time.perf_counter()
                     health = self.telemetry.overlay_text() if self.telemetry and cfg.telemetry.overlay else ""
                     shown = self.overlay.draw(frame.image, dets, fps, self.policy.banner_active(frame.t),
-                                              telemetry=health)
+                                              counts=self.in_view, telemetry=health, dimmed=still)
                     self.stages.add("overlay", time.perf_counter() - t0)
                     if self.display and not self.display.show(shown):
                         self.stop("window closed")
@@ -336,9 +342,10 @@ class Pipeline:
         self.counts.retry()
         if n.ready_sent and time.monotonic() - self._t_status >= 2.0:
             self._t_status = time.monotonic()
-            t = self.counts.total
+            t, v = self.counts.total, self.in_view
             cam = self._hang_status() or ("camera ok" if cap.is_open else f"camera lost ({cap.error})")
-            n.status(f"{fps:.1f} fps, {cam}, people mask={t['mask']} no_mask={t['no_mask']} "
+            n.status(f"{fps:.1f} fps, {cam}, in view mask={v.get('mask', 0)} no_mask={v.get('no_mask', 0)} "
+                     f"mask_incorrect={v.get('mask_incorrect', 0)}, people mask={t['mask']} no_mask={t['no_mask']} "
                      f"mask_incorrect={t['mask_incorrect']}, alarms={self.result.alarms_total}, dropped={cap.dropped}"
                      + self._storage_status())
 
@@ -395,14 +402,34 @@ class Pipeline:
     def _alarm(self, ev: AlarmEvent, image: np.ndarray) -> None:
         """Sound first, then the disk: the speaker and the monitor never wait for (or fail with) the disk."""
         self.result.add_alarm(ev)
-        if self.speaker is not None and not ev.suppressed:
-            self.speaker.play()
+        self._announce(ev)
         self.events.write(ev)  # never raises: a full disk keeps it in memory and retries
         if self.cfg.events.snapshots:
             try:
                 save_snapshot(image, ev, self.cfg.events.resolved_snapshot_dir())
             except Exception as e:  # a full disk or a bad folder must not stop the frame loop
                 log.error("snapshot not saved: %s", e)
+
+    def _announce(self, ev: AlarmEvent) -> None:
+        """Speaker and banner for an alarm the policy sounds (``ev.sounded``; not during the cooldown or
+        quiet hours): the prompt and banner text of the alarm's class."""
+        if not ev.sounded:
+            return
+        self.overlay.alarm_text = BANNERS.get(ev.cls, self.overlay.alarm_text)
+        if self.speaker is not None:
+            self.speaker.play(ev.cls)
+
+    def _people_in_view(self, dets, still: np.ndarray) -> Dict[str, int]:
+        """People in view now, per class: confirmed, not stationary tracks by their voted class (the
+        tracker has put the vote into ``class_id``); tentative boxes and posters are not people."""
+        classes = self.detector.classes
+        out = {c: 0 for c in classes}
+        if dets.track_id is None:
+            return out
+        for c in dets.class_id[(dets.track_id > 0) & ~still]:
+            if 0 <= c < len(classes):
+                out[classes[int(c)]] += 1
+        return out
 
     def _count(self, tracks) -> None:
         classes = self.detector.classes
@@ -445,7 +472,8 @@ class Pipeline:
         self.policy.configure(new.alarm, new.zone)
         self.overlay.set_zone(new.zone.polygon if new.display.show_zone else ())
         if self.speaker is not None:
-            self.speaker.configure(new.alarm.sound, new.alarm.volume, new.alarm.audio_retry_s)
+            self.speaker.configure(new.alarm.sound, new.alarm.volume, new.alarm.audio_retry_s,
+                                   prompts=new.alarm.prompts.model_dump())
         if any(k.startswith("camera.") for k in changed) and self.source is None:
             log.info("camera settings changed: reopening the source")
             old_cfg, self.cfg = self.cfg, new

@@ -7,10 +7,17 @@ A confirmed track raises **one** alarm when all of these hold:
 * its voted class (see :mod:`edge.tracking`) is one of ``alarm.classes`` with at
   least ``alarm.vote_fraction`` of the vote;
 * that has held for ``alarm.min_frames`` eligible frames **and** ``alarm.min_seconds``;
-* no alarm was raised in the last ``alarm.cooldown_s`` seconds (a track held back by
-  the cooldown alarms once the cooldown is over, if it still qualifies).
+* the track is not stationary (:mod:`edge.tracking`: a poster or a painting never alarms;
+  a stationary frame restarts the hold, and stationary frames do not count towards a person).
 
-Inside quiet hours the alarm is still logged, marked ``suppressed``, but not sounded.
+Every such track gets its event **at once**, however many qualify together. Whether the
+speaker and the banner announce it is decided separately (``sounded``, ``reason``):
+
+* ``reason: quiet_hours``: inside ``alarm.quiet_hours`` nothing is sounded (``suppressed`` is
+  true as well, as before);
+* ``reason: cooldown``: another alarm was sounded less than ``alarm.cooldown_s`` seconds ago,
+  so one announcement covers a group walking in together;
+* ``reason: null``: sounded (``sounded: true``); the cooldown starts again.
 """
 from __future__ import annotations
 
@@ -109,8 +116,11 @@ class AlarmPolicy:
             tr = tracker.get(tid)
             if tr is None:
                 continue
-            self.seen_frames[tid] = self.seen_frames.get(tid, 0) + 1
             held = self._held.setdefault(tid, _Held())
+            if tracker.is_stationary(tr, frame.t):  # a poster: no alarm, no person; a pause restarts the hold
+                held.cls, held.frames, held.scores = -1, 0, []
+                continue
+            self.seen_frames[tid] = self.seen_frames.get(tid, 0) + 1
             cls, share, _ = tr.vote(tracker.num_classes)
             if cls not in self.alarm_ids or share < self.alarm.vote_fraction:
                 held.cls, held.frames, held.scores = -1, 0, []
@@ -124,25 +134,35 @@ class AlarmPolicy:
             duration = frame.t - held.since
             if held.frames < self.alarm.min_frames or duration < self.alarm.min_seconds:
                 continue
-            if self.last_alarm_t is not None and 0 <= frame.t - self.last_alarm_t < self.alarm.cooldown_s:
-                continue
             held.done = True
             self.last_alarm_t = frame.t
-            quiet = in_quiet_hours(self.quiet, frame.wall)
-            if not quiet:
+            reason = self.silence_reason(frame.t, frame.wall)
+            if reason is None:
                 self.last_sounded_t = frame.t
             ev = AlarmEvent(time=datetime.datetime.fromtimestamp(frame.wall).astimezone().isoformat(
                 timespec="milliseconds"), frame=frame.index, track_id=tid, cls=self.classes[cls],
-                score=float(np.mean(held.scores)), duration_s=duration, source_t=frame.t, suppressed=quiet,
+                score=float(np.mean(held.scores)), duration_s=duration, source_t=frame.t,
+                suppressed=reason == "quiet_hours", sounded=reason is None, reason=reason,
                 extra={"box": [round(float(v), 1) for v in dets.xyxy[i]]})
             log.info("ALARM track %d %s score %.2f held %.1f s (%d frames)%s", tid, ev.cls, ev.score, duration,
-                     held.frames, " [quiet hours: not sounded]" if quiet else "")
+                     held.frames, f" [not sounded: {reason}]" if reason else "",
+                     extra={"MASKWATCH_EVENT": "alarm", "TRACK_ID": tid, "CLASS": ev.cls})
             events.append(ev)
         return events
 
+    def silence_reason(self, t: float, wall: float) -> Optional[str]:
+        """Why an alarm at frame time ``t`` s (wall-clock ``wall``, epoch s) is not sounded:
+        ``"quiet_hours"``, ``"cooldown"`` (a sounded alarm less than ``alarm.cooldown_s`` ago), or
+        ``None`` (sound it)."""
+        if in_quiet_hours(self.quiet, wall):
+            return "quiet_hours"
+        if self.last_sounded_t is not None and 0 <= t - self.last_sounded_t < self.alarm.cooldown_s:
+            return "cooldown"
+        return None
+
     def counts_as_person(self, track_id: int) -> bool:
-        """Whether an ended track was a person worth counting: eligible (size, zone) for at least
-        ``alarm.min_frames`` frames. Forgets the track."""
+        """Whether an ended track was a person worth counting: eligible (size, zone) and not stationary
+        for at least ``alarm.min_frames`` frames (a poster is never a person). Forgets the track."""
         return self.seen_frames.pop(track_id, 0) >= self.alarm.min_frames
 
     def banner_active(self, t: float) -> bool:

@@ -104,6 +104,10 @@ class AlarmEvent:
         duration_s: how long the class was held before the alarm (s).
         source_t: frame timestamp (media time for files, monotonic s for cameras).
         suppressed: quiet hours held the sound back (the event is still logged).
+        sounded: the speaker and banner announced this alarm (False: see ``reason``).
+        reason: why it was not sounded: ``"cooldown"`` (another alarm was announced less than
+            ``alarm.cooldown_s`` ago: one announcement covers a group) or ``"quiet_hours"``;
+            ``None`` when sounded.
     """
 
     time: str
@@ -115,10 +119,13 @@ class AlarmEvent:
     source_t: float
     suppressed: bool = False
     extra: Dict[str, Any] = field(default_factory=dict)
+    sounded: bool = True
+    reason: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         d = {"type": "alarm", "time": self.time, "frame": self.frame, "track_id": self.track_id, "class": self.cls,
              "score": round(float(self.score), 4), "duration_s": round(float(self.duration_s), 3),
-             "source_t": round(float(self.source_t), 3), "suppressed": self.suppressed}
+             "source_t": round(float(self.source_t), 3), "suppressed": self.suppressed,
+             "sounded": bool(self.sounded), "reason": self.reason}
         d.update(self.extra)
         return d

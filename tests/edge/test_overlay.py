@@ -47,3 +47,19 @@ def test_banner_only_while_alarm_and_zone_drawn(videos):
     assert (np.abs(bottom.astype(int) - (0, 0, 200)).max(axis=1) < 10).mean() > 0.6, "red banner at the bottom"
     assert not np.array_equal(calm[-60:], loud[-60:])
     assert close_to(calm[180, 640], (255, 200, 0), tol=60), "zone edge drawn at y = 0.25 * 720"
+
+
+def test_stationary_boxes_are_dimmed_and_the_status_line_shows_the_counts_given(videos):
+    from edge.overlay import DIM
+    img = frame(videos)
+    d = Detections([[100, 200, 300, 400], [700, 200, 900, 400]], [0.8, 0.8], [1, 1], [1, 2])
+    out = Overlay(CLASSES).draw(img, d, dimmed=np.array([True, False]))
+    dim = tuple(int(round(DIM * v)) for v in COLORS["no_mask"])
+    assert close_to(out[300, 100], dim) and not close_to(out[300, 100], COLORS["no_mask"], tol=40)
+    assert close_to(out[300, 700], COLORS["no_mask"])
+    # the status line: the given people-in-view counts, not one per box
+    a = Overlay(CLASSES).draw(img, d, counts={"mask": 0, "no_mask": 1, "mask_incorrect": 0})
+    b = Overlay(CLASSES).draw(img, d)  # no counts: both boxes counted
+    assert not np.array_equal(a[:30, :400], b[:30, :400])
+    c = Overlay(CLASSES).draw(img, d[np.array([1])], counts=None)  # one no_mask box: the same text as a
+    assert np.array_equal(a[:30, :400], c[:30, :400])

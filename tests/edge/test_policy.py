@@ -1,7 +1,11 @@
 """The alarm policy with the real tracker on synthetic detections: one alarm per person, held for
-N frames and T seconds, cooldown, quiet hours, zone and size limits."""
+N frames and T seconds, cooldown, quiet hours, zone and size limits, stationary faces.
+
+The synthetic people sway by ``SWAY`` px (a person at an entrance is never still); ``sway=0`` is a
+poster. Stationary faces on real footage: tests/edge/test_stationary.py."""
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -14,15 +18,18 @@ from edge.types import Detections, Frame
 CLASSES = ["mask", "no_mask", "mask_incorrect"]
 IMG = np.zeros((720, 1280, 3), np.uint8)
 FPS = 25.0
+SWAY = 30.0  # px, a 1 s side-to-side sway of a 120 px face: 4 x MAD / width = 0.6 >= stationary_fraction 0.15
 
 
-def run(faces_per_frame, alarm=None, zone=None, tracker=None, wall=None):
-    """faces_per_frame: list (frames) of lists of (x1, y1, x2, y2, score, class). Returns the events."""
+def run(faces_per_frame, alarm=None, zone=None, tracker=None, wall=None, sway=SWAY):
+    """faces_per_frame: list (frames) of lists of (x1, y1, x2, y2, score, class); each face moves
+    ``sway * sin(2 pi t)`` px sideways. Returns the events and the policy."""
     tr = Tracker(tracker or TrackerConfig(min_hits=2), num_classes=3)
     pol = AlarmPolicy(alarm or AlarmConfig(), zone or ZoneConfig(), CLASSES)
     events = []
     for i, faces in enumerate(faces_per_frame):
-        a = np.asarray(faces, np.float32).reshape(-1, 6)
+        a = np.asarray(faces, np.float32).reshape(-1, 6).copy()
+        a[:, [0, 2]] += sway * math.sin(2 * math.pi * i / FPS)
         d = Detections(a[:, :4], a[:, 4], a[:, 5].astype(np.int64))
         f = Frame(IMG, i, i / FPS, wall if wall is not None else time.time())
         d = tr.update(d, f.t, f.wall)
@@ -39,8 +46,10 @@ def test_one_alarm_for_one_unmasked_person_not_one_per_frame():
     assert len(events) == 1
     ev = events[0]
     assert ev.cls == "no_mask" and ev.track_id == 1 and abs(ev.score - 0.8) < 1e-6
-    # confirmed at frame 1 (min_hits 2), held from t=0.04: 0.5 s later is frame 14 (t=0.56)
-    assert ev.frame == 14 and ev.duration_s >= 0.5
+    assert ev.sounded and ev.reason is None and not ev.suppressed
+    # confirmed at frame 1 (min_hits 2); moving from frame 4 (the 5th box: MOTION_MIN_SAMPLES), held from
+    # t=0.16: 0.5 s later is frame 17 (t=0.68)
+    assert ev.frame == 17 and abs(ev.duration_s - 0.52) < 1e-6
     assert pol.banner_active(ev.source_t + 1.0) and not pol.banner_active(ev.source_t + 10.0)
 
 
@@ -64,20 +73,27 @@ def test_min_frames_and_min_seconds_both_needed():
     assert run(short, AlarmConfig(min_frames=20, min_seconds=0.0))[0] == []
 
 
-def test_cooldown_holds_back_a_second_person_until_it_is_over():
-    frames = [[face(100), face(800)]] * 60 + [[face(100), face(800)]] * 300
-    events, _ = run(frames, AlarmConfig(cooldown_s=5.0))
-    assert len(events) == 2
-    assert {e.track_id for e in events} == {1, 2}
-    assert events[1].source_t - events[0].source_t >= 5.0
-    events, _ = run(frames[:100], AlarmConfig(cooldown_s=5.0))
-    assert len(events) == 1
+def test_a_group_is_logged_at_once_and_announced_once_per_cooldown():
+    # four unmasked people walk in together; a fifth comes 6 s later, after the 5 s cooldown
+    group = [face(50), face(350), face(650), face(950)]
+    frames = [group] * 150 + [group + [face(500, w=100)]] * 100
+    events, pol = run(frames, AlarmConfig(cooldown_s=5.0))
+    assert [e.track_id for e in events] == [1, 2, 3, 4, 5]
+    first, rest, late = events[0], events[1:4], events[4]
+    assert all(e.frame == first.frame for e in rest), "every person of the group is logged in the same frame"
+    assert first.sounded and first.reason is None
+    assert [(e.sounded, e.reason, e.suppressed) for e in rest] == [(False, "cooldown", False)] * 3
+    assert late.sounded and late.reason is None and late.source_t - first.source_t >= 5.0
+    d = rest[0].to_dict()
+    assert d["sounded"] is False and d["reason"] == "cooldown"
+    assert pol.last_sounded_t == late.source_t
 
 
 def test_quiet_hours_log_but_do_not_sound():
     noon = time.mktime((2026, 6, 1, 12, 30, 0, 0, 0, -1))
     events, pol = run([[face()]] * 50, AlarmConfig(quiet_hours=["12:00-13:00"]), wall=noon)
     assert len(events) == 1 and events[0].suppressed
+    assert not events[0].sounded and events[0].reason == "quiet_hours"
     assert not pol.banner_active(events[0].source_t)
     events, _ = run([[face()]] * 50, AlarmConfig(quiet_hours=["22:00-06:00"]), wall=noon)
     assert len(events) == 1 and not events[0].suppressed
@@ -118,8 +134,63 @@ def test_only_tracks_eligible_long_enough_count_as_people():
     zone = ZoneConfig(min_face_px=40)
     frames = [[face(x=100), face(x=800, w=30)]] * 3 + [[face(x=100)]] * 10
     _, pol = run(frames, AlarmConfig(min_frames=5), zone=zone)
-    assert pol.seen_frames == {1: 12}  # the 30 px face (track 2) was never eligible
+    assert pol.seen_frames == {1: 9}  # moving from its 5th box; the 30 px face (track 2) was never eligible
     assert pol.counts_as_person(1) and not pol.counts_as_person(2)
     assert pol.seen_frames == {}
-    _, pol = run([[face()]] * 4, AlarmConfig(min_frames=5))
-    assert not pol.counts_as_person(1)  # seen 3 frames as a confirmed track: a flicker, not a person
+    _, pol = run([[face()]] * 7, AlarmConfig(min_frames=5))
+    assert not pol.counts_as_person(1)  # seen 3 moving frames as a confirmed track: a flicker, not a person
+
+
+def test_a_poster_never_alarms_and_is_no_person_but_a_person_beside_it_does():
+    poster = face(x=900, w=130)
+    events, pol = run([[poster]] * 500, sway=0)  # 20 s of a no_mask face that never moves
+    assert events == [] and not pol.counts_as_person(1)
+    # the poster from power-on, a swaying person from frame 100: only the person alarms and counts
+    tr = Tracker(TrackerConfig(min_hits=2), num_classes=3)
+    pol = AlarmPolicy(AlarmConfig(), ZoneConfig(), CLASSES)
+    events = []
+    for i in range(300):
+        rows = [poster] + ([face(x=200 + SWAY * math.sin(2 * math.pi * i / FPS))] if i >= 100 else [])
+        a = np.asarray(rows, np.float32)
+        d = tr.update(Detections(a[:, :4], a[:, 4], a[:, 5].astype(np.int64)), i / FPS, time.time())
+        events += pol.update(d, tr, Frame(IMG, i, i / FPS, time.time()))
+        if i in (50, 299):
+            still = tr.stationary_mask(d, i / FPS)
+            assert still[0] and (len(d) == 1 or not still[1]), "the poster is stationary, the person is not"
+    assert [e.track_id for e in events] == [2]
+    assert not pol.counts_as_person(1) and pol.counts_as_person(2)
+
+
+def test_a_jittery_poster_stays_stationary():
+    """Detector boxes on a photo jitter by a few px and start off: measured on a pasted photo, 0.01-0.10 of
+    the face width; a seeded ±4 px jitter and two wild first boxes must not count as movement."""
+    rng = np.random.default_rng(0)
+    frames = [[(900 + (40 if i < 2 else rng.uniform(-4, 4)), 200 + rng.uniform(-4, 4),
+                1030 + rng.uniform(-4, 4), 330 + rng.uniform(-4, 4), 0.7, 1)] for i in range(500)]
+    events, pol = run(frames, sway=0)
+    assert events == [] and not pol.counts_as_person(1)
+
+
+def test_a_person_who_walks_in_and_stands_still_was_judged_and_is_counted():
+    # walks 150 px/s (1.25 face widths/s) for 2 s, then stands still for 10 s
+    frames = [[face(x=300 + (min(i, 50) * 6.0))] for i in range(300)]
+    tr_cfg = TrackerConfig(min_hits=2, stationary_s=2.0)
+    tr = Tracker(tr_cfg, num_classes=3)
+    pol = AlarmPolicy(AlarmConfig(), ZoneConfig(), CLASSES)
+    events, still = [], []
+    for i, faces in enumerate(frames):
+        a = np.asarray(faces, np.float32)
+        d = tr.update(Detections(a[:, :4], a[:, 4], a[:, 5].astype(np.int64)), i / FPS, time.time())
+        events += pol.update(d, tr, Frame(IMG, i, i / FPS, time.time()))
+        still.append(bool(tr.stationary_mask(d, i / FPS)[0]))
+    assert len(events) == 1 and events[0].frame < 50, "judged (alarm) while walking in"
+    assert all(still[1:4]), "a new track (confirmed at frame 1) is stationary until 5 boxes show movement"
+    # stopped at frame 50; the window's MAD shows movement until over half of its 2 s is still (frame 73),
+    # then stationary_s (2 s = 50 frames) later the track is stationary
+    assert not any(still[4:123]) and all(still[123:]), "stationary only after standing still for stationary_s"
+    assert pol.counts_as_person(1)
+
+
+def test_stationary_rule_off():
+    events, pol = run([[face()]] * 100, tracker=TrackerConfig(min_hits=2, stationary_s=0), sway=0)
+    assert len(events) == 1 and pol.counts_as_person(1)
