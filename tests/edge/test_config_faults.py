@@ -157,3 +157,54 @@ def test_sighup_with_hostile_files_keeps_the_daemon_and_its_config(tmp_path, mod
     finally:
         rc = sigterm(proc, log)
     assert rc == 0, log.text[-3000:]
+
+
+def test_a_reload_is_parsed_off_the_frame_loop(tmp_path, backend, videos):
+    """The largest file allowed, of the slowest kind to parse (tens of thousands of small tokens): frames keep
+    being processed while it is read and refused (before, the loop stood still for the whole parse)."""
+    import logging
+    import threading
+
+    from edge.config import Config
+    from edge.pipeline import Pipeline, RunOptions, with_overrides
+    from edge.sources import OpenCVSource
+
+    class Cam(OpenCVSource):  # the shared clip read like a live camera
+        def __init__(self):
+            super().__init__(str(videos["unmasked"]), "file")
+            self.live, self.fps = True, 25.0
+
+        def read(self):
+            time.sleep(0.02)
+            return super().read()
+
+    path = tmp_path / "big.yaml"
+    path.write_text("zone:\n  polygon: [" + ",".join(["[1.5, 0.2]"] * ((C.MAX_CONFIG_BYTES - 40) // 11)) + "]\n")
+    assert C.MAX_CONFIG_BYTES - 200 < path.stat().st_size <= C.MAX_CONFIG_BYTES
+    cfg = with_overrides(Config(), headless=True, events=str(tmp_path / "events.jsonl"))
+    cfg.camera.ready_timeout_s = 0
+    pipe = Pipeline(cfg, RunOptions(max_frames=150, sound=False, config_path=str(path)), backend=backend,
+                    source=Cam())
+    marks = {}
+
+    class Mark(logging.Handler):
+        def emit(self, record):
+            if "config reload failed" in record.getMessage():
+                marks.setdefault("done", pipe.result.frames)
+
+    def hup():
+        while pipe.result.frames < 20:
+            time.sleep(0.005)
+        marks["asked"] = pipe.result.frames
+        pipe.request_reload()
+
+    handler = Mark()
+    logging.getLogger("edge.pipeline").addHandler(handler)
+    try:
+        threading.Thread(target=hup, daemon=True).start()
+        res = pipe.run()
+    finally:
+        logging.getLogger("edge.pipeline").removeHandler(handler)
+    assert res.frames == 150 and "done" in marks, marks
+    # the loop may finish the frame it is on when the signal comes; after that, a blocked loop does nothing
+    assert marks["done"] - marks["asked"] >= 3, f"the frame loop stood still while the file was parsed: {marks}"
