@@ -32,7 +32,7 @@ talking to the camera moves. So when the frame is given (:meth:`Tracker.update` 
 move counts only if **the picture changed** too: the face region at the window's start box is
 compared now and then (16 x 16 grey thumbnails, ``1 - normalised cross-correlation``, which
 ignores exposure changes); a change of at least ``stationary_change`` within ``stationary_s``
-is needed (measured: a pasted photo <= 0.0002, people 0.04-0.12 median). A photo's picture
+is needed (measured: a pasted photo < 0.0001, people 0.04-0.12 median). A photo's picture
 never changes, whatever its box does; a person's always does.
 
 A new track is stationary until it has moved once, so a poster in
