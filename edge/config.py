@@ -200,7 +200,7 @@ class TrackerConfig(_Section):
                                 "stationary (a poster, a painting, a face on a screen that stays put): it never "
                                 "alarms and is not counted as a person; a new track is stationary until it moves "
                                 "(s); 0: off")
-    stationary_fraction: float = Field(0.15, gt=0, le=2, description="the box has moved when its centre or width "
+    stationary_fraction: float = Field(0.1, gt=0, le=2, description="the box has moved when its centre or width "
                                        "varied by at least this fraction of the face width within stationary_s "
                                        "(4 x median absolute deviation / median width)")
     stationary_change: float = Field(0.01, ge=0, le=1, description="a move counts only if the picture of the "

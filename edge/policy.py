@@ -18,13 +18,18 @@ speaker and the banner announce it is decided separately (``sounded``, ``reason`
 * ``reason: cooldown``: another alarm was sounded less than ``alarm.cooldown_s`` seconds ago,
   so one announcement covers a group walking in together;
 * ``reason: null``: sounded (``sounded: true``); the cooldown starts again.
+
+One person, one event: a new track whose box centre lies inside the box of a track that alarmed
+(or whose box contains that box's centre), while that track is in view or within
+``tracker.max_age_s`` of its last sighting, is the same person (a broken track, or a second box
+on the same head) and raises no event of its own (:meth:`AlarmPolicy.same_person`).
 """
 from __future__ import annotations
 
 import datetime
 import logging
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -84,6 +89,7 @@ class AlarmPolicy:
         self.last_alarm_t = None  # type: Optional[float]
         self.last_sounded_t = None  # type: Optional[float]
         self._held = {}  # type: Dict[int, _Held]
+        self._alarmed = {}  # type: Dict[int, Tuple[np.ndarray, float]]  # alarmed track -> (last box, last seen t)
         self.seen_frames = {}  # type: Dict[int, int]  # eligible frames per track, for the people counts
         self.configure(alarm, zone)
 
@@ -111,12 +117,20 @@ class AlarmPolicy:
         for tid in list(self._held):
             if tid not in live_ids:
                 del self._held[tid]
+        self._track_alarmed(dets, frame.t, tracker.cfg.max_age_s)
         for i in np.nonzero((dets.track_id > 0) & ok)[0]:
             tid = int(dets.track_id[i])
             tr = tracker.get(tid)
             if tr is None:
                 continue
-            held = self._held.setdefault(tid, _Held())
+            held = self._held.get(tid)
+            if held is None:
+                held = self._held[tid] = _Held()
+                same = self.same_person(tid, dets.xyxy[i])
+                if same is not None:  # a broken track or a second box on an alarmed face: no second event
+                    held.done = True
+                    self._alarmed[tid] = (dets.xyxy[i].copy(), frame.t)
+                    log.info("track %d is the person of alarmed track %d: no second event", tid, same)
             if tracker.is_stationary(tr, frame.t):  # a poster: no alarm, no person; a pause restarts the hold
                 held.cls, held.frames, held.scores = -1, 0, []
                 continue
@@ -135,6 +149,11 @@ class AlarmPolicy:
             if held.frames < self.alarm.min_frames or duration < self.alarm.min_seconds:
                 continue
             held.done = True
+            same = self.same_person(tid, dets.xyxy[i])
+            self._alarmed[tid] = (dets.xyxy[i].copy(), frame.t)
+            if same is not None:  # two boxes on one face qualified together: one event
+                log.info("track %d is the person of alarmed track %d: no second event", tid, same)
+                continue
             self.last_alarm_t = frame.t
             reason = self.silence_reason(frame.t, frame.wall)
             if reason is None:
@@ -149,6 +168,27 @@ class AlarmPolicy:
                      extra={"MASKWATCH_EVENT": "alarm", "TRACK_ID": tid, "CLASS": ev.cls})
             events.append(ev)
         return events
+
+    def _track_alarmed(self, dets: Detections, t: float, keep_s: float) -> None:
+        """Update the last box of every alarmed track in view; forget those unseen for over ``keep_s`` s."""
+        for i in np.nonzero(dets.track_id > 0)[0]:
+            tid = int(dets.track_id[i])
+            if tid in self._alarmed:
+                self._alarmed[tid] = (dets.xyxy[i].copy(), t)
+        for tid in [k for k, (_, seen) in self._alarmed.items() if t - seen > keep_s]:
+            del self._alarmed[tid]
+
+    def same_person(self, track_id: int, box: np.ndarray) -> Optional[int]:
+        """The alarmed track (in view, or seen within ``tracker.max_age_s``) that new track ``track_id`` with
+        xyxy ``box`` (px) is the same person as: one box's centre lies inside the other box; else ``None``."""
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        for tid, (b, _) in self._alarmed.items():
+            if tid == track_id:
+                continue
+            bx, by = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+            if (b[0] <= cx <= b[2] and b[1] <= cy <= b[3]) or (box[0] <= bx <= box[2] and box[1] <= by <= box[3]):
+                return tid
+        return None
 
     def silence_reason(self, t: float, wall: float) -> Optional[str]:
         """Why an alarm at frame time ``t`` s (wall-clock ``wall``, epoch s) is not sounded:

@@ -18,7 +18,7 @@ from edge.types import Detections, Frame
 CLASSES = ["mask", "no_mask", "mask_incorrect"]
 IMG = np.zeros((720, 1280, 3), np.uint8)
 FPS = 25.0
-SWAY = 30.0  # px, a 1 s side-to-side sway of a 120 px face: 4 x MAD / width = 0.6 >= stationary_fraction 0.15
+SWAY = 30.0  # px, a 1 s side-to-side sway of a 120 px face: 4 x MAD / width = 0.6 >= stationary_fraction 0.1
 
 
 def run(faces_per_frame, alarm=None, zone=None, tracker=None, wall=None, sway=SWAY):
@@ -162,11 +162,13 @@ def test_a_poster_never_alarms_and_is_no_person_but_a_person_beside_it_does():
 
 
 def test_a_jittery_poster_stays_stationary():
-    """Detector boxes on a photo jitter by a few px and start off: measured on a pasted photo, 0.01-0.10 of
-    the face width; a seeded ±4 px jitter and two wild first boxes must not count as movement."""
+    """A steadily detected photo's box jitters by a few px (measured 0.01-0.02 of the face width on a pasted
+    photo at score 0.58) and the first boxes are often off: a seeded ±2 px jitter per corner and two boxes
+    40 px off must not count as movement by the box alone (no frames here; a photo whose box jumps needs the
+    picture check: tests/edge/test_stationary.py)."""
     rng = np.random.default_rng(0)
-    frames = [[(900 + (40 if i < 2 else rng.uniform(-4, 4)), 200 + rng.uniform(-4, 4),
-                1030 + rng.uniform(-4, 4), 330 + rng.uniform(-4, 4), 0.7, 1)] for i in range(500)]
+    frames = [[(900 + (40 if i < 2 else rng.uniform(-2, 2)), 200 + rng.uniform(-2, 2),
+                1030 + rng.uniform(-2, 2), 330 + rng.uniform(-2, 2), 0.7, 1)] for i in range(500)]
     events, pol = run(frames, sway=0)
     assert events == [] and not pol.counts_as_person(1)
 
@@ -185,12 +187,29 @@ def test_a_person_who_walks_in_and_stands_still_was_judged_and_is_counted():
         still.append(bool(tr.stationary_mask(d, i / FPS)[0]))
     assert len(events) == 1 and events[0].frame < 50, "judged (alarm) while walking in"
     assert all(still[1:4]), "a new track (confirmed at frame 1) is stationary until 5 boxes show movement"
-    # stopped at frame 50; the window's MAD shows movement until over half of its 2 s is still (frame 73),
+    # stopped at frame 50; the window's MAD shows movement until over half of its 2 s is still (frame 74),
     # then stationary_s (2 s = 50 frames) later the track is stationary
-    assert not any(still[4:123]) and all(still[123:]), "stationary only after standing still for stationary_s"
+    assert not any(still[4:124]) and all(still[124:]), "stationary only after standing still for stationary_s"
     assert pol.counts_as_person(1)
 
 
 def test_stationary_rule_off():
     events, pol = run([[face()]] * 100, tracker=TrackerConfig(min_hits=2, stationary_s=0), sway=0)
     assert len(events) == 1 and pol.counts_as_person(1)
+
+
+def test_a_broken_track_or_a_second_box_on_the_same_face_gives_no_second_event():
+    # detectnet_v2_r18 on the unmasked man: track 3 (frames 39-83) alarmed, track 5 started at frame 85 on
+    # his head with a different box and would have alarmed again. Here: a face alarms, vanishes for 3
+    # frames, and comes back as a box too different to continue the track (IoU 0.16 < match_iou)
+    a, b = face(x=500), (420, 120, 720, 420, 0.8, 1)
+    frames = [[a]] * 40 + [[]] * 3 + [[b]] * 100
+    events, pol = run(frames)
+    assert [e.track_id for e in events] == [1]
+    assert set(pol._held) == {2} and pol._held[2].done, "track 2 is the same person: judged, no event"
+    # two boxes on one face at once (face and head): one event
+    events, _ = run([[a, b]] * 100)
+    assert len(events) == 1
+    # a person coming back after more than tracker.max_age_s (1 s) is a new person
+    events, _ = run([[a]] * 40 + [[]] * 40 + [[b]] * 100)
+    assert [e.track_id for e in events] == [1, 2] and events[1].reason == "cooldown"

@@ -76,3 +76,20 @@ def test_each_class_plays_its_own_prompt(tmp_path):
     played = [line.split("alarm sound played (")[1].split(",")[0] for line in r.stderr.splitlines()
               if "alarm sound played (" in line]
     assert played == ["cover_nose.wav", "alarm.wav", "alarm.wav"], r.stderr
+
+
+def test_a_bad_prompt_file_is_rejected_and_the_running_prompts_stay(tmp_path):
+    from edge.audio import AlarmPlayer
+    bad = tmp_path / "nose.wav"
+    bad.write_bytes(b"RIFF....not a wav")
+    p = AlarmPlayer()
+    try:
+        before = {c: v[0] for c, v in p.clips.items()}
+        assert before == BUILTIN_PROMPTS
+        with pytest.raises(ValueError, match="not a PCM WAV"):
+            p.configure(prompts={"mask_incorrect": str(bad)})
+        assert {c: v[0] for c, v in p.clips.items()} == before
+        with pytest.raises(FileNotFoundError):
+            AlarmPlayer(prompts={"no_mask": str(tmp_path / "missing.wav")})
+    finally:
+        p.close()

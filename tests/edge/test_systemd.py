@@ -97,6 +97,7 @@ def test_daemon_sends_ready_then_watchdog_and_status(tmp_path, model_path, video
     assert "WATCHDOG" in kinds[ready:]
     statuses = [m for m in msgs[ready:] if m.startswith("STATUS=") and "fps" in m]
     assert statuses and "people mask=" in statuses[-1] and "alarms=" in statuses[-1]
+    assert "in view mask=" in statuses[-1], "STATUS counts the people in view (confirmed, not stationary tracks)"
     assert msgs[-1] == "STOPPING=1"
 
 
