@@ -293,10 +293,9 @@ def _int(v: Any) -> int:
 def alarm_sounded(rec: Dict[str, Any]) -> Tuple[bool, Optional[str]]:
     """``(sounded, reason)`` of an alarm record: the ``sounded``/``reason`` fields when the policy wrote them
     (e.g. ``reason`` ``"cooldown"``, ``"quiet_hours"``), else from ``suppressed`` (quiet hours)."""
+    sounded = not rec.get("suppressed")  # quiet hours: never sounded, whatever else the record says
     if isinstance(rec.get("sounded"), bool):
-        sounded = rec["sounded"]
-    else:
-        sounded = not rec.get("suppressed")
+        sounded = sounded and rec["sounded"]
     reason = rec.get("reason")
     if not sounded and not isinstance(reason, str):
         reason = "quiet_hours" if rec.get("suppressed") else "unknown"

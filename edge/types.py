@@ -122,6 +122,10 @@ class AlarmEvent:
     sounded: bool = True
     reason: Optional[str] = None
 
+    def __post_init__(self) -> None:
+        if self.suppressed and self.sounded:  # quiet hours hold the sound back: such an alarm is never sounded
+            self.sounded, self.reason = False, self.reason or "quiet_hours"
+
     def to_dict(self) -> Dict[str, Any]:
         d = {"type": "alarm", "time": self.time, "frame": self.frame, "track_id": self.track_id, "class": self.cls,
              "score": round(float(self.score), 4), "duration_s": round(float(self.duration_s), 3),

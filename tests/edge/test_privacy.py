@@ -53,7 +53,9 @@ def test_maskwatch_run_opens_no_network_socket_and_writes_nothing_under_home(tmp
                                             "--headless", "--events", str(tmp_path / "events.jsonl")],
                        cwd=str(REPO), env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "stopped (source ended): 206 frames" in r.stderr, r.stderr[-2000:]
+    # every frame read: processed, or dropped by the latest-frame capture when a loaded machine falls behind 10 fps
+    done = re.search(r"stopped \(source ended\): (\d+) frames, [\d.]+ fps, (\d+) dropped", r.stderr)
+    assert done and int(done.group(1)) + int(done.group(2)) == 206, r.stderr[-2000:]
     calls = [line for line in trace.read_text().splitlines() if "socket(" in line]
     network = [line for line in calls if NETWORK_FAMILIES.search(line)]
     assert network == [], network
