@@ -95,3 +95,30 @@ def load_imagenet(path: Path, num_classes: Optional[int] = None, dropout: float 
     else:
         model.load_state_dict(sd, strict=True)
     return model
+
+
+def unfold_batchnorm(model: nn.Module, batches) -> None:
+    """Give the folded BatchNorm layers of the ImageNet file real statistics without changing the function.
+
+    The file's BatchNorms are identity + bias (weight 1, mean 0, var 1 - eps): in training mode they
+    would normalise by batch statistics, a different network, and fine-tuning stalls (measured: the
+    loss stays at ln 3 for a whole epoch). This measures each layer's input mean and variance on
+    ``batches`` (an iterable of (N, 3, H, W) tensors, cumulative average), then sets
+    ``weight = sqrt(var + eps)`` and ``bias += mean``, so ``BN(x) = x + bias`` exactly as before, now
+    with running statistics that match the batch statistics training will see.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [b.momentum for b in bns]
+    for b in bns:
+        b.momentum = None
+        b.reset_running_stats()
+    was = model.training
+    model.train()
+    with torch.no_grad():
+        for x in batches:
+            model(x)
+        for b, mom in zip(bns, saved):
+            b.bias += b.running_mean
+            b.weight.copy_(torch.sqrt(b.running_var + b.eps))
+            b.momentum = mom
+    model.train(was)
