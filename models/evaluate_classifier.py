@@ -182,12 +182,6 @@ def evaluate_cascade(detector, cls: Optional[Classifier], samples, min_crop_px: 
     res = {"n_images": len(samples), "classifier": cls.meta.version if cls else None,
            "min_crop_px": min_crop_px, "classifier_weight": weight, **ap,
            "nc_precision": tp / max(n_pred, 1), "nc_recall": tp / max(n_gt, 1), "nc_n_gt": n_gt, "nc_n_pred": n_pred}
-    for k in list(res):
-        if k.startswith("AP50_") or k == "AP50":
-            pass
-    m, nm = res.get("AP50_mask"), res.get("AP50_no_mask")
-    if m is not None and nm is not None:
-        res["mAP50_mask_no_mask"] = (m + nm) / 2
     return res
 
 
