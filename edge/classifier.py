@@ -171,6 +171,8 @@ class Classifier:
         self.classes = list(self.meta.classes)
         self.size = int(self.meta.input_w)
         self.max_batch = max(1, int(max_batch))
+        #: largest batch the backend takes: TensorRT engines of the classifier are built for batch 1
+        self.backend_batch = 1 if type(model).__name__ == "TensorRTBackend" else 1 << 30
 
     def crops(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 crops of ``boxes`` (frame px) with the model's margin and input size."""
@@ -182,8 +184,9 @@ class Classifier:
             return np.zeros((0, len(self.classes)), np.float32)
         m = self.meta
         out = []
-        for i in range(0, len(crops), self.max_batch):
-            x = crops_to_tensor(crops[i:i + self.max_batch], m.color, m.mean, m.std)
+        step = min(self.max_batch, self.backend_batch)
+        for i in range(0, len(crops), step):
+            x = crops_to_tensor(crops[i:i + step], m.color, m.mean, m.std)
             out.append(np.asarray(self.backend.infer(x)["probs"], np.float32).reshape(len(x), -1))
         return np.concatenate(out)
 
@@ -337,7 +340,8 @@ class SecondaryClassifier:
 
 def load_secondary(cfg, detector_classes: Sequence[str]) -> Optional[SecondaryClassifier]:
     """The runtime's :class:`SecondaryClassifier` for a :class:`edge.config.Config`, or ``None`` when
-    ``model.classifier`` is null. ONNX Runtime with ``model.threads``.
+    ``model.classifier`` is null. The backend is ``model.backend`` (ONNX Runtime with ``model.threads``, or
+    the classifier's TensorRT engine at batch 1).
 
     Raises:
         FileNotFoundError: no classifier file.
@@ -346,7 +350,11 @@ def load_secondary(cfg, detector_classes: Sequence[str]) -> Optional[SecondaryCl
     path = cfg.model.resolved_classifier()
     if path is None:
         return None
-    cls = Classifier(path, threads=cfg.model.threads, max_batch=cfg.classifier.max_batch)
+    model = path
+    if cfg.model.backend == "tensorrt":  # the classifier's engine, built like the detector's (maskwatch build-engine)
+        from edge.detector import load_backend
+        model = load_backend("tensorrt", path, cfg.model.threads, cfg.model.engine)
+    cls = Classifier(model, threads=cfg.model.threads, max_batch=cfg.classifier.max_batch)
     if list(cls.classes) != list(detector_classes):
         raise ValueError(f"classifier classes {cls.classes} differ from the detector's {list(detector_classes)}")
     cls.warmup()

@@ -221,7 +221,7 @@ def val_metrics(probs: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
 def build_meta(version: str = "0.0.0", metrics: Optional[Dict] = None) -> ModelMeta:
     """The classifier's :class:`edge.model.ModelMeta` (role ``classifier``)."""
     return ModelMeta(classes=list(CLASS_NAMES), input_name="input", input_w=INPUT_SIZE, input_h=INPUT_SIZE,
-                     color="RGB", mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="square_crop", decoder="classifier",
+                     color="RGB", mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="stretch", decoder="classifier",
                      outputs={"probs": "probs"}, cluster={}, version=version, metrics=metrics or {},
                      role="classifier", crop_margin=CROP_MARGIN)
 
@@ -349,7 +349,25 @@ def main(argv=None) -> int:
     e.add_argument("--version", default="0.0.0")
     e.add_argument("--eval", type=Path, action="append", default=[],
                    help="crop-level report(s) from models.evaluate to embed as metrics (name: file stem)")
+    c = sub.add_parser("crops", help="write ground-truth face crops as JPEG files (INT8 calibration images for "
+                       "`maskwatch build-engine --model models/mask_classifier/model.onnx --precision int8 --calib-dir`, "
+                       "or `maskwatch check-parity --model ... --images`)")
+    c.add_argument("--data", type=Path, required=True)
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--split", default="train", choices=["train", "val", "all"])
+    c.add_argument("--min-face", type=float, default=24.0)
+    c.add_argument("--count", type=int, default=300, help="at most this many crops, evenly spread")
     a = ap.parse_args(argv)
+    if a.cmd == "crops":
+        tr, va = split(read_voc(a.data))
+        d = gt_crops({"train": tr, "val": va, "all": tr + va}[a.split], a.min_face)
+        idx = np.unique(np.linspace(0, len(d["label"]) - 1, min(a.count, len(d["label"]))).round().astype(int)) \
+            if len(d["label"]) else []
+        a.out.mkdir(parents=True, exist_ok=True)
+        for k, i in enumerate(idx):
+            cv2.imwrite(str(a.out / f"crop_{k:04d}_{CLASS_NAMES[d['label'][i]]}.jpg"), d["crops"][i])
+        log.info("wrote %d crops to %s", len(idx), a.out)
+        return 0
     if a.cmd == "train":
         res = fit(a)
         print(json.dumps(res["history"][-1] if res["history"] else {}, indent=1))

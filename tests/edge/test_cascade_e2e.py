@@ -1,0 +1,58 @@
+"""End to end with the cascade (the default detector + the released mask classifier, ``model.classifier``) on
+the shared videos: one alarm for the unmasked man, none on the masked videos, and the ``classify`` stage
+in ``maskwatch bench --json``."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge.config import DEFAULT_MODEL, default_model_path, released_models
+from edge.events import read_jsonl
+from edge_helpers import alsa_home, run_maskwatch
+
+pytestmark = pytest.mark.slow
+CLASSIFIER = "mask_classifier"
+
+
+def cascade_config(path, extra: str = ""):
+    path.write_text(f"model:\n  path: {DEFAULT_MODEL}\n  classifier: {CLASSIFIER}\n{extra}", encoding="utf-8")
+    return path
+
+
+def test_the_classifier_is_released():
+    assert CLASSIFIER in released_models("classifier") and CLASSIFIER not in released_models()
+    assert default_model_path(CLASSIFIER).is_file()
+
+
+def test_cascade_unmasked_man_one_alarm(tmp_path, videos):
+    events = tmp_path / "events.jsonl"
+    r = run_maskwatch(["run", "-c", cascade_config(tmp_path / "c.yaml"), "--source", videos["unmasked"], "--headless",
+                       "--fast", "--events", events], home=alsa_home(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "stopped (source ended): 206 frames" in r.stderr
+    alarms = read_jsonl(events)
+    assert len(alarms) == 1 and alarms[0]["class"] == "no_mask", json.dumps(alarms, indent=1)
+    assert r.stderr.count("alarm sound played") == 1
+
+
+@pytest.mark.parametrize("video", ["masked_woman", "masked_man"])
+def test_cascade_masked_videos_no_alarm(tmp_path, videos, video):
+    events = tmp_path / "events.jsonl"
+    r = run_maskwatch(["run", "-c", cascade_config(tmp_path / "c.yaml"), "--source", videos[video], "--headless",
+                       "--fast", "--events", events], home=alsa_home(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "stopped (source ended)" in r.stderr
+    assert read_jsonl(events) == [] and "alarm sound played" not in r.stderr
+
+
+def test_bench_json_has_the_classify_stage(tmp_path, videos):
+    r = run_maskwatch(["bench", "--source", videos["unmasked"], "-c", cascade_config(tmp_path / "c.yaml"), "--json",
+                       "--max-frames", "80"], home=alsa_home(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    b = json.loads(r.stdout.strip().splitlines()[-1])
+    c = b["stages"]["classify"]
+    assert b["classifier"].endswith("mask_classifier/model.onnx")
+    # one face, classified on confirmation and every 10 frames: about 0.1 faces per frame, never 0 or 1+
+    assert 0.05 <= c["faces_per_frame"] <= 0.5 and c["faces"] >= 4
+    assert c["ms_per_face"] > 0 and c["ms_median"] >= 0 and c["ms_p95"] >= c["ms_median"]
