@@ -208,7 +208,7 @@ def face_px(boxes: np.ndarray) -> np.ndarray:
 
 def classify_detections(cls: Optional[Classifier], image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
                         classes: np.ndarray, num_classes: int, min_crop_px: float = 24.0,
-                        weight: float = 0.8) -> np.ndarray:
+                        weight: float = 0.8, cls_probs: Optional[np.ndarray] = None) -> np.ndarray:
     """The cascade on one photo: the combined class probabilities of each detected face.
 
     The function ``models.predict`` and ``models.evaluate`` use; the runtime applies the same
@@ -222,6 +222,8 @@ def classify_detections(cls: Optional[Classifier], image: np.ndarray, boxes: np.
         boxes: (K, 4) xyxy px; scores (K,) detector scores (unused by the rule, kept for callers);
         classes: (K,) detector class ids.
         num_classes: C.
+        cls_probs: the classifier's probabilities of the faces at or above ``min_crop_px``, in order, when
+            already computed (an evaluation sweeping ``weight``); ``image`` is then not read.
 
     Returns:
         (K, C) float64 probabilities.
@@ -234,7 +236,8 @@ def classify_detections(cls: Optional[Classifier], image: np.ndarray, boxes: np.
     big = face_px(boxes) >= min_crop_px
     out = onehot.copy()
     if big.any():
-        out[big] = combine(onehot[big], cls.probs(image, np.asarray(boxes)[big]), weight)
+        p = cls.probs(image, np.asarray(boxes)[big]) if cls_probs is None else cls_probs
+        out[big] = combine(onehot[big], p, weight)
     return out
 
 

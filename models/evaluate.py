@@ -277,7 +277,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cluster", choices=["dbscan", "nms"], help="override the model's clustering method")
     ap.add_argument("--sweep", action="store_true", help="only compare clustering variants (AP table) and exit")
     ap.add_argument("--classifier", type=Path, help="secondary classifier .onnx (role: classifier): score the "
-                    "detector + classifier cascade (models.evaluate_classifier)")
+                    "detector + classifier cascade (models.evaluate_classifier); 'none': the same report for the "
+                    "detector alone")
     ap.add_argument("--min-face", type=float, default=24.0, help="classifier: ground-truth crops >= this (px); "
                     "cascade: faces under this keep the detector's class")
     a = ap.parse_args(argv)
@@ -286,7 +287,8 @@ def main(argv=None) -> int:
         from models import evaluate_classifier as ec
         if a.classifier is None:
             return ec.main_crops(a.model, a.data, a.split, a.out, a.plots, a.min_face)
-        return ec.main_cascade(a.model, a.classifier, a.data, a.split, a.out, a.min_face)
+        return ec.main_cascade(a.model, None if str(a.classifier) == "none" else a.classifier, a.data, a.split, a.out,
+                               a.min_face)
     from edge.backends.onnxruntime import OnnxRuntimeBackend
 
     backend = OnnxRuntimeBackend(a.model)

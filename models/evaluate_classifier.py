@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from edge.classifier import Classifier, classify_detections, decide
+from edge.classifier import Classifier, classify_detections, decide, face_px
 from edge.decoders import CLASS_NAMES, box_iou, greedy_iou_match
 
 log = logging.getLogger(__name__)
@@ -137,38 +137,52 @@ def evaluate_crops(cls: Classifier, samples, min_face: float = 24.0, plots: Opti
 
 
 # ---------------------------------------------------------------------------------------------- cascade
-def cascade_detections(detector, cls: Optional[Classifier], image: np.ndarray, conf: float = 0.05,
-                       min_crop_px: float = 24.0, weight: float = 0.8):
-    """(boxes (K,4), det scores (K,), det classes (K,), combined probs (K,C)) of one photo, all boxes at
-    ``conf`` or above (no per-class operating threshold: AP sweeps the score)."""
-    from edge.model import postprocess, preprocess
-
-    meta = detector.meta
-    x, lb = preprocess(image, meta)
-    boxes, scores, classes = postprocess(detector.infer(x), meta, lb, (image.shape[1], image.shape[0]),
-                                         meta.cluster_params(conf_threshold=conf), True)
-    probs = classify_detections(cls, image, boxes, scores, classes, len(meta.classes), min_crop_px, weight)
-    return boxes, scores, classes, probs
-
-
 def evaluate_cascade(detector, cls: Optional[Classifier], samples, min_crop_px: float = 24.0,
-                     weight: float = 0.8) -> Dict:
-    """AP@0.5 per class and the non-compliant operating point of the detector + classifier cascade."""
-    from edge.model import apply_thresholds
+                     weight: float = 0.8, sweep: Sequence[float] = ()) -> Dict:
+    """AP@0.5 per class and the non-compliant operating point of the detector + classifier cascade.
+
+    The network outputs are computed once per photo; ``sweep`` lists further classifier weights whose
+    headline figures go into ``weight_sweep`` (for choosing ``classifier.weight`` on the validation split).
+    """
+    from edge.model import apply_thresholds, postprocess, preprocess
+
+    C = len(CLASS_NAMES)
+    meta = detector.meta
+    cached = []
+    for s in samples:
+        img = cv2.imread(str(s.image), cv2.IMREAD_COLOR)
+        x, lb = preprocess(img, meta)
+        boxes, scores, classes = postprocess(detector.infer(x), meta, lb, (img.shape[1], img.shape[0]),
+                                             meta.cluster_params(conf_threshold=0.05), True)
+        big = face_px(boxes) >= min_crop_px if cls is not None else np.zeros(len(boxes), bool)
+        raw = cls.probs(img, boxes[big]) if big.any() else np.zeros((0, C), np.float32)
+        keep = apply_thresholds(scores, classes, meta)
+        cached.append((s, img.shape, boxes, scores, classes, raw, keep))
+    res = {"n_images": len(samples), "classifier": cls.meta.version if cls else None,
+           "min_crop_px": min_crop_px, "classifier_weight": weight if cls else None,
+           **_cascade_figures(cached, weight, cls, min_crop_px)}
+    if cls is not None and sweep:
+        res["weight_sweep"] = [{"weight": w, **{k: v for k, v in _cascade_figures(cached, w, cls, min_crop_px).items()
+                                                if k in ("mAP50_mask_no_mask", "AP50_mask", "AP50_no_mask",
+                                                         "AP50_mask_incorrect", "nc_precision", "nc_recall")}}
+                               for w in sweep]
+    return res
+
+
+def _cascade_figures(cached, weight: float, cls: Optional[Classifier], min_crop_px: float) -> Dict:
     from models.evaluate import coco_metrics
 
     C = len(CLASS_NAMES)
-    gts, dets = [], []
     nc = [CLASS_NAMES.index("no_mask"), CLASS_NAMES.index("mask_incorrect")]
+    gts, dets = [], []
     tp = n_pred = n_gt = 0
-    for s in samples:
-        img = cv2.imread(str(s.image), cv2.IMREAD_COLOR)
-        boxes, scores, classes, probs = cascade_detections(detector, cls, img, 0.05, min_crop_px, weight)
+    for s, shape, boxes, scores, classes, raw, keep in cached:
+        probs = classify_detections(cls, np.zeros((1, 1, 3), np.uint8), boxes, scores, classes, C, min_crop_px,
+                                    weight, cls_probs=raw)  # the shared function, on the cached crops' outputs
         gts.append((s.boxes, s.labels))
         K = len(boxes)
         dets.append((np.repeat(boxes, C, axis=0).reshape(-1, 4), (scores[:, None] * probs).reshape(-1),
                      np.tile(np.arange(C), K)))
-        keep = apply_thresholds(scores, classes, detector.meta)
         dec = decide(probs[keep], list(CLASS_NAMES), cls.meta.thresholds if cls else None) if keep.any() \
             else np.zeros(0, np.int64)
         pb = boxes[keep][np.isin(dec, nc)]
@@ -178,11 +192,8 @@ def evaluate_cascade(detector, cls: Optional[Classifier], samples, min_crop_px: 
         if len(pb) and len(s.boxes):
             for r, c in greedy_iou_match(box_iou(pb, s.boxes), 0.5):
                 tp += int(g_nc[c])
-    ap = coco_metrics(gts, dets)
-    res = {"n_images": len(samples), "classifier": cls.meta.version if cls else None,
-           "min_crop_px": min_crop_px, "classifier_weight": weight, **ap,
-           "nc_precision": tp / max(n_pred, 1), "nc_recall": tp / max(n_gt, 1), "nc_n_gt": n_gt, "nc_n_pred": n_pred}
-    return res
+    return {**coco_metrics(gts, dets), "nc_precision": tp / max(n_pred, 1), "nc_recall": tp / max(n_gt, 1),
+            "nc_n_gt": n_gt, "nc_n_pred": n_pred}
 
 
 def main_crops(model: Path, data: Path, split_name: str, out: Optional[Path], plots: Optional[Path],
@@ -213,7 +224,8 @@ def main_cascade(detector_path: Path, classifier_path: Optional[Path], data: Pat
     samples = read_dataset(data)
     tr, va = split(samples)
     samples = {"val": va, "train": tr, "all": samples}[split_name]
-    res = {"detector": str(Path(detector_path).parent.name), **evaluate_cascade(det, cls, samples, min_crop_px, weight)}
+    res = {"detector": str(Path(detector_path).parent.name),
+           **evaluate_cascade(det, cls, samples, min_crop_px, weight, sweep=(0.5, 0.65, 0.8, 0.9, 1.0))}
     text = json.dumps(res, indent=1)
     print(text)
     if out:

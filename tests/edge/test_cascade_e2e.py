@@ -56,3 +56,29 @@ def test_bench_json_has_the_classify_stage(tmp_path, videos):
     # one face, classified on confirmation and every 10 frames: about 0.1 faces per frame, never 0 or 1+
     assert 0.05 <= c["faces_per_frame"] <= 0.5 and c["faces"] >= 4
     assert c["ms_per_face"] > 0 and c["ms_median"] >= 0 and c["ms_p95"] >= c["ms_median"]
+
+
+def test_check_parity_covers_the_classifier(tmp_path, face_mask_dir):
+    """``maskwatch check-parity --model CLASSIFIER`` on real face crops (here ONNX Runtime against a second
+    ONNX Runtime session; on a Jetson ``--backend tensorrt`` compares the classifier's engine)."""
+    import cv2
+
+    from edge.classifier import crop_faces
+    from models.data import read_voc, split
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    _, va = split(read_voc(face_mask_dir))
+    n = 0
+    for s in va[:6]:
+        img = cv2.imread(str(s.image))
+        for c in crop_faces(img, s.boxes[:2], 96, 0.2):
+            cv2.imwrite(str(crops / f"c{n:03d}.jpg"), c)
+            n += 1
+    model = default_model_path(CLASSIFIER)
+    rep = tmp_path / "parity.json"
+    r = run_maskwatch(["check-parity", "--model", model, "--images", crops, "--backend", "onnxruntime", "--json", rep],
+                      home=alsa_home(tmp_path))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    d = json.loads(rep.read_text())
+    assert "probs" in json.dumps(d) and d.get("images", n) == n

@@ -88,3 +88,39 @@ def test_models_evaluate_dispatches_on_the_classifier_role(tmp_path, face_mask_d
     assert set(rep["per_class"]["mask"]) == {"precision", "recall", "n"}
     assert 0.8 <= rep["balanced_accuracy"] <= 1.0       # mask vs no_mask on the validation faces >= 24 px
     assert (tmp_path / "plots" / "confusion_matrix.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(not RELEASED.is_file(), reason="the released classifier is not built yet")
+def test_predict_applies_the_cascade_and_defaults_to_the_appliance(tmp_path, face_mask_dir):
+    from edge.classifier import classify_detections
+    from edge.config import Config, default_model_path
+    from models import predict as P
+
+    _, va = split(read_voc(face_mask_dir))
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for s in va[:4]:
+        (src / s.image.name).symlink_to(s.image)
+    det = default_model_path()
+    casc = P.predict(det, src, classifier=RELEASED)
+    plain = P.predict(det, src)
+    assert len(casc) == len(plain) > 0                       # the classifier never adds or drops a face
+    assert all("probs" in d for d in casc) and not any("probs" in d for d in plain)
+    names = ["mask", "no_mask", "mask_incorrect"]
+    for d in casc:
+        assert d["category"] == names[int(np.argmax(d["probs"]))] and abs(sum(d["probs"]) - 1) < 1e-3
+        if max(d["bbox"][2:]) < Config().classifier.min_crop_px:  # small faces keep the detector's class
+            assert max(d["probs"]) == 1.0
+    # one face, recomputed through the shared function, gives the same probabilities
+    big = max(casc, key=lambda d: d["bbox"][2])
+    img = cv2.imread(str(src / big["file_name"]))
+    x, y, w, h = big["bbox"]
+    plain_cls = next(p for p in plain if p["file_name"] == big["file_name"] and p["bbox"] == big["bbox"])["category"]
+    p = classify_detections(Classifier(RELEASED), img, np.array([[x, y, x + w, y + h]], np.float32), np.array([1.0]),
+                            np.array([names.index(plain_cls)]), 3)
+    assert np.abs(p[0] - np.array(big["probs"])).max() < 2e-3  # bbox rounded to 0.1 px in the JSON
+    # without --model: the appliance's defaults, exactly as `maskwatch run` with no config loads them
+    out = tmp_path / "d.json"
+    assert P.main(["--images", str(src), "--out", str(out)]) == 0
+    mc = Config().model
+    assert json.loads(out.read_text()) == P.predict(mc.resolved_path(), src, classifier=mc.resolved_classifier())
