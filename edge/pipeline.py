@@ -193,8 +193,10 @@ class Pipeline:
         self.telemetry = Telemetry(t.interval_s, t.warn_temp_c).start() if t.enabled else None
         self.capture = self._start_capture(self.source or self._make_source(cfg))
         self.video = VideoSink(cfg.display.save_video, self.capture.source.fps) if cfg.display.save_video else None
-        log.info("running: model %s (%s), source %s, display %s, events %s", cfg.model.resolved_path().name,
-                 cfg.model.backend, self.capture.source.name, "on" if self.display else "off", self.events.path)
+        log.info("running: model %s (%s), classifier %s, source %s, display %s, events %s",
+                 cfg.model.resolved_path().name, cfg.model.backend,
+                 cfg.model.resolved_classifier() if self.secondary else "none", self.capture.source.name,
+                 "on" if self.display else "off", self.events.path)
         t_start, meter, last_index = time.monotonic(), FpsMeter(), None
         try:
             while not self._stop.is_set():

@@ -82,3 +82,34 @@ def test_check_parity_covers_the_classifier(tmp_path, face_mask_dir):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     d = json.loads(rep.read_text())
     assert "probs" in json.dumps(d) and d.get("images", n) == n
+
+
+@pytest.mark.jetson
+def test_classifier_engines_on_device(tmp_path, face_mask_dir):
+    """On the Jetson: the classifier's FP16 engine and its INT8 engine calibrated on face crops build with
+    the engine tools, load at batch 1 and agree with ONNX Runtime on real crops."""
+    import cv2
+    import numpy as np
+
+    from edge import engine as E
+    from edge.backends.tensorrt import TensorRTBackend
+    from edge.classifier import Classifier, crop_faces
+    from models.data import read_voc, split
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    tr, _ = split(read_voc(face_mask_dir))
+    n = 0
+    for s in tr[:40]:
+        for c in crop_faces(cv2.imread(str(s.image)), s.boxes[:3], 96, 0.2):
+            cv2.imwrite(str(crops / f"c{n:04d}.jpg"), c)
+            n += 1
+    model = default_model_path(CLASSIFIER)
+    ref = Classifier(model)
+    batch = np.stack([cv2.imread(str(p)) for p in sorted(crops.glob("*.jpg"))[:20]])
+    for precision in ("fp16", "int8"):
+        E.build_engine(model, precision, calib_dir=crops if precision == "int8" else None, out_dir=tmp_path)
+        cls = Classifier(TensorRTBackend(model, engine_dir=tmp_path, precision=precision))
+        assert cls.backend_batch == 1
+        got = cls.probs_of_crops(batch)
+        assert (got.argmax(1) == ref.probs_of_crops(batch).argmax(1)).mean() >= 0.9

@@ -171,3 +171,20 @@ def test_classify_detections_keeps_small_faces_and_no_classifier_one_hot(frame):
     assert p[0] == pytest.approx(0.8 * direct + 0.2 * np.array([1.0, 0.0, 0.0]))
     none = classify_detections(None, frame, boxes, np.array([0.9, 0.8]), np.array([MASK, NO_MASK]), 3)
     assert none.tolist() == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+
+
+def test_model_classifier_config_key(tmp_path):
+    from edge.config import ConfigError, parse, released_models
+
+    assert parse("model:\n  classifier: null\n").model.resolved_classifier() is None
+    p = tmp_path / "mine.onnx"
+    assert parse(f"model:\n  classifier: {p}\n").model.resolved_classifier() == p
+    with pytest.raises(ConfigError) as e:
+        parse("model:\n  classifier: mask_clasifier\n")
+    assert "model.classifier" in str(e.value)
+    with pytest.raises(ConfigError):
+        parse("classifier:\n  weight: 1.5\n")
+    # detectors and classifiers are told apart by the role in their metadata
+    assert set(released_models()).isdisjoint(released_models("classifier"))
+    with pytest.raises(ConfigError):
+        parse(f"model:\n  classifier: {released_models()[0]}\n")  # a detector is not a classifier
