@@ -43,6 +43,9 @@ class ModelMeta:
             out: :mod:`edge.classifier`; ``decoder`` is ``"classifier"``, output role ``probs``).
         crop_margin: classifier only: the crop is the face box's longer side plus this fraction of it on
             every side, as a square (:func:`edge.classifier.crop_square`).
+        detail_px: classifier only: every crop is first reduced to this side (area interpolation) and
+            enlarged back to the input size, so a large sharp face looks like the small faces the model
+            learned from (:func:`edge.classifier.cap_detail`); 0: off.
     """
 
     classes: List[str] = field(default_factory=lambda: ["mask", "no_mask", "mask_incorrect"])
@@ -66,6 +69,7 @@ class ModelMeta:
     metrics: Dict[str, Any] = field(default_factory=dict)
     role: str = "detector"
     crop_margin: float = 0.0
+    detail_px: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

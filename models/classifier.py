@@ -218,12 +218,12 @@ def val_metrics(probs: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------- train
-def build_meta(version: str = "0.0.0", metrics: Optional[Dict] = None) -> ModelMeta:
+def build_meta(version: str = "0.0.0", metrics: Optional[Dict] = None, detail_px: int = 0) -> ModelMeta:
     """The classifier's :class:`edge.model.ModelMeta` (role ``classifier``)."""
     return ModelMeta(classes=list(CLASS_NAMES), input_name="input", input_w=INPUT_SIZE, input_h=INPUT_SIZE,
                      color="RGB", mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="stretch", decoder="classifier",
                      outputs={"probs": "probs"}, cluster={}, version=version, metrics=metrics or {},
-                     role="classifier", crop_margin=CROP_MARGIN)
+                     role="classifier", crop_margin=CROP_MARGIN, detail_px=int(detail_px))
 
 
 def fit(a: argparse.Namespace) -> Dict:
@@ -347,6 +347,8 @@ def main(argv=None) -> int:
     e.add_argument("--ckpt", type=Path, required=True)
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--version", default="0.0.0")
+    e.add_argument("--detail-px", type=int, default=0, help="store this detail cap (edge.classifier.cap_detail) in "
+                   "the metadata; 0: off")
     e.add_argument("--eval", type=Path, action="append", default=[],
                    help="crop-level report(s) from models.evaluate to embed as metrics (name: file stem)")
     c = sub.add_parser("crops", help="write ground-truth face crops as JPEG files (INT8 calibration images for "
@@ -378,7 +380,7 @@ def main(argv=None) -> int:
         metrics[p.stem] = {k: ev[k] for k in ("balanced_accuracy", "mean_recall", "n") if k in ev}
         metrics[p.stem]["recall"] = {c: v["recall"] for c, v in ev.get("per_class", {}).items()}
     model = load_classifier(a.ckpt)
-    out = export_classifier(model, build_meta(a.version, metrics), a.out)
+    out = export_classifier(model, build_meta(a.version, metrics, a.detail_px), a.out)
     log.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
     return 0
 

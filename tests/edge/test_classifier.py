@@ -188,3 +188,15 @@ def test_model_classifier_config_key(tmp_path):
     assert set(released_models()).isdisjoint(released_models("classifier"))
     with pytest.raises(ConfigError):
         parse(f"model:\n  classifier: {released_models()[0]}\n")  # a detector is not a classifier
+
+
+def test_cap_detail_keeps_the_size_and_removes_fine_detail(frame):
+    from edge.classifier import cap_detail
+
+    crops = crop_faces(frame, np.array([[500, 150, 800, 600]], np.float32), 96, 0.2)
+    assert cap_detail(crops, 0) is crops and cap_detail(crops, 96) is crops
+    low = cap_detail(crops, 32)
+    assert low.shape == crops.shape and low.dtype == np.uint8
+    sharp = lambda c: cv2.Laplacian(cv2.cvtColor(c, cv2.COLOR_BGR2GRAY), cv2.CV_32F).var()
+    assert sharp(low[0]) < 0.5 * sharp(crops[0])
+    assert abs(float(low.mean()) - float(crops.mean())) < 2.0  # the same picture, only blurrier
