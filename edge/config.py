@@ -40,9 +40,30 @@ def _models_dirs() -> List[Path]:
     return dirs
 
 
-def released_models() -> List[str]:
-    """Names of the released models installed with the package (sorted), e.g. ``yolo_student_kd``."""
-    return sorted({p.parent.name for d in _models_dirs() for p in d.glob("*/model.onnx")})
+def released_models(role: str = "detector") -> List[str]:
+    """Names of the released models of one ``role`` installed with the package (sorted): detectors
+    (``yolo_student_kd``, ...) by default, ``role="classifier"`` for the secondary mask classifiers."""
+    return sorted({p.parent.name for d in _models_dirs() for p in d.glob("*/model.onnx") if model_role(p) == role})
+
+
+_ROLE_CACHE: Dict[Tuple[str, float], str] = {}
+
+
+def model_role(path: Path) -> str:
+    """``"classifier"`` when the ONNX file's maskwatch metadata says ``"role": "classifier"``, else
+    ``"detector"``. Reads only the file's tail (ONNX writes ``metadata_props`` after the graph), cached by
+    path and mtime; no onnx/onnxruntime import."""
+    p = Path(path)
+    try:
+        key = (str(p.resolve()), p.stat().st_mtime)
+    except OSError:
+        return "detector"
+    if key not in _ROLE_CACHE:
+        with open(str(p), "rb") as f:
+            f.seek(max(0, p.stat().st_size - 65536))
+            tail = f.read()
+        _ROLE_CACHE[key] = "classifier" if b'"role": "classifier"' in tail else "detector"
+    return _ROLE_CACHE[key]
 
 
 def default_model_path(name: str = None) -> Path:
@@ -57,6 +78,10 @@ def default_model_path(name: str = None) -> Path:
         if p.exists():
             return p
     raise FileNotFoundError(f"no released model {name!r}; installed: {released_models()}")
+
+
+#: The released classifier ``model.classifier`` names by default (``null``: detector only).
+DEFAULT_CLASSIFIER: Optional[str] = None
 
 
 def default_state_dir() -> Path:
@@ -173,6 +198,25 @@ class ModelConfig(_Section):
     threads: int = Field(0, ge=0, le=64, description="CPU threads for inference; 0: all cores")
     thresholds: ThresholdsConfig = Field(default_factory=ThresholdsConfig, description="per-class score thresholds")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="box clustering overrides")
+    classifier: Optional[str] = Field(DEFAULT_CLASSIFIER, description="the secondary mask classifier run on each "
+                                      "track's full-resolution face crop: a released classifier's name "
+                                      "(mask_classifier) or the path of an .onnx file (role: classifier); null: "
+                                      "detector only (see the classifier section)")
+
+    @field_validator("classifier")
+    @classmethod
+    def _known_classifier(cls, v: Optional[str]) -> Optional[str]:
+        if v and _is_model_name(v) and v not in released_models("classifier"):
+            raise ValueError(f"no released classifier named {v!r}; allowed: {released_models('classifier')}, a path "
+                             "to an .onnx file, or null")
+        return v
+
+    def resolved_classifier(self) -> Optional[Path]:
+        """The classifier's .onnx path, or ``None`` for detector only."""
+        if not self.classifier:
+            return None
+        return default_model_path(self.classifier) if _is_model_name(self.classifier) \
+            else Path(self.classifier).expanduser()
 
     @field_validator("path")
     @classmethod
@@ -222,6 +266,20 @@ class PromptsConfig(_Section):
         if v is not None and not v.lower().endswith(".wav"):
             raise ValueError(f"a prompt must be a .wav file (16-bit PCM), got {v!r}")
         return v
+
+
+class ClassifierConfig(_Section):
+    interval_frames: int = Field(10, ge=1, le=10000, description="a confirmed track is classified when confirmed, "
+                                 "then again every this many processed frames")
+    grow_fraction: float = Field(0.3, ge=0, le=10, description="... or sooner when its face's longer side has grown "
+                                 "by this fraction since its last classification (0.3: 30 %)")
+    min_crop_px: float = Field(24.0, ge=0, le=4096, description="faces whose longer side (full-resolution px) is "
+                               "smaller are never classified and keep the detector's class")
+    weight: float = Field(0.8, ge=0, le=1, description="the classifier's weight in the track's class vote: "
+                          "weight * classifier probabilities + (1 - weight) * detector vote share")
+    history: int = Field(3, ge=1, le=100, description="a track's classifier probabilities are the mean of its last "
+                         "this many classifications")
+    max_batch: int = Field(16, ge=1, le=256, description="most face crops per inference call")
 
 
 class AlarmConfig(_Section):
@@ -338,6 +396,8 @@ class Config(_Section):
     camera: CameraConfig = Field(default_factory=CameraConfig, description="the video source")
     model: ModelConfig = Field(default_factory=ModelConfig, description="the detector")
     tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="face tracking and class vote")
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig, description="when the secondary "
+                                         "classifier (model.classifier) runs and how its vote counts")
     alarm: AlarmConfig = Field(default_factory=AlarmConfig, description="when and how to alarm")
     zone: ZoneConfig = Field(default_factory=ZoneConfig, description="which faces count")
     display: DisplayConfig = Field(default_factory=DisplayConfig, description="the monitor")

@@ -589,12 +589,21 @@ def build_engine(onnx_path: Union[str, Path], precision: str = "fp16", calib_dir
             raise RuntimeError(f"TensorRT's ONNX parser failed on {onnx_path}: " + "; ".join(errors))
         inp = network.get_input(0)
         want_shape = (1, 3, int(meta.input_h), int(meta.input_w))
-        if network.num_inputs != 1 or inp.name != meta.input_name or tuple(inp.shape) != want_shape:
+        shape, profile = tuple(inp.shape), None
+        if meta.role == "classifier" and shape[0] == -1 and shape[1:] == want_shape[1:]:
+            # the classifier's ONNX has a dynamic batch (ONNX Runtime batches a frame's crops); the engine
+            # runs batch 1 (edge.classifier.Classifier sends one crop per call to a TensorRT backend)
+            profile = builder.create_optimization_profile()
+            profile.set_shape(inp.name, want_shape, want_shape, want_shape)
+            shape = want_shape
+        if network.num_inputs != 1 or inp.name != meta.input_name or shape != want_shape:
             raise RuntimeError(f"network input {inp.name!r} {tuple(inp.shape)} (of {network.num_inputs}) does not "
                                f"match the model metadata {meta.input_name!r} {want_shape}")
 
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+        if profile is not None:
+            config.add_optimization_profile(profile)
         if not builder.platform_has_fast_fp16:
             print("  warning: this GPU has no fast FP16; the engine will be slow", flush=True)
         config.set_flag(trt.BuilderFlag.FP16)
@@ -605,6 +614,8 @@ def build_engine(onnx_path: Union[str, Path], precision: str = "fp16", calib_dir
             batches = CalibrationBatches(calib_dir, meta, calib_count) if calib_dir is not None else None
             calibrator = _entropy_calibrator(trt, cuda, batches, cache_path)
             config.int8_calibrator = calibrator
+            if profile is not None:
+                config.set_calibration_profile(profile)
             if cache_path.is_file():
                 print(f"  INT8: reusing the calibration cache {cache_path}", flush=True)
             else:

@@ -39,6 +39,13 @@ class ModelMeta:
         thresholds: per-class operating score threshold chosen at evaluation.
         version: model version string.
         metrics: evaluation figures the model reached.
+        role: ``"detector"`` (frames in, boxes out) or ``"classifier"`` (face crops in, class probabilities
+            out: :mod:`edge.classifier`; ``decoder`` is ``"classifier"``, output role ``probs``).
+        crop_margin: classifier only: the crop is the face box's longer side plus this fraction of it on
+            every side, as a square (:func:`edge.classifier.crop_square`).
+        detail_px: classifier only: every crop is first reduced to this side (area interpolation) and
+            enlarged back to the input size, so a large sharp face looks like the small faces the model
+            learned from (:func:`edge.classifier.cap_detail`); 0: off.
     """
 
     classes: List[str] = field(default_factory=lambda: ["mask", "no_mask", "mask_incorrect"])
@@ -60,6 +67,9 @@ class ModelMeta:
     thresholds: Dict[str, float] = field(default_factory=dict)
     version: str = "0.0.0"
     metrics: Dict[str, Any] = field(default_factory=dict)
+    role: str = "detector"
+    crop_margin: float = 0.0
+    detail_px: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -87,6 +97,8 @@ class ModelMeta:
         the ``outputs`` dict, which the JSON round trip sorts by key."""
         if self.decoder == "yolo":
             return [f"p{s}" for s in self.strides]
+        if self.role == "classifier":
+            return ["probs"]
         return ["coverage", "bbox"]
 
     @property

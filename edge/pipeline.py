@@ -17,6 +17,7 @@ import numpy as np
 
 from edge.audio import AlarmPlayer, load_wav, prompt_paths
 from edge.backends.base import Backend
+from edge.classifier import SecondaryClassifier, load_secondary
 from edge.config import Config, ConfigError, diff, load
 from edge.detector import Detector, load_backend
 from edge.display import Display, VideoSink, display_available, open_display
@@ -32,13 +33,13 @@ from edge.types import AlarmEvent
 log = logging.getLogger(__name__)
 
 #: the benchmark's stages, in data-path order
-STAGES = ("capture", "preprocess", "inference", "decode_cluster", "track_policy", "overlay")
+STAGES = ("capture", "preprocess", "inference", "decode_cluster", "track_policy", "classify", "overlay")
 
 #: RunResult.alarms keeps the newest this many alarms (about 640 B each); a week-long run stays small
 MAX_ALARMS_KEPT = 1000
 
 #: config keys that only take effect after a restart
-RESTART_KEYS = ("model.path", "model.backend", "model.engine", "model.threads", "display.enabled",
+RESTART_KEYS = ("model.path", "model.classifier", "model.backend", "model.engine", "model.threads", "display.enabled",
                 "display.fullscreen", "display.window_", "display.save_video", "events.", "telemetry.")
 
 
@@ -204,6 +205,7 @@ class Pipeline:
         self.stop_reason = ""
         self.capture = None  # type: Optional[Capture]
         self.tracker = self.counts = self.events = self.speaker = self.display = self.video = None
+        self.secondary = None  # type: Optional[SecondaryClassifier]
         self.telemetry = None  # type: Optional[Telemetry]
         self._t_status = 0.0
         self._t_display = 0.0
@@ -231,6 +233,7 @@ class Pipeline:
         classes = list(backend.meta.classes)
         self.detector = Detector(backend, cfg.model, timer=self.stages.add)
         self.tracker = Tracker(cfg.tracker, num_classes=len(classes))
+        self.secondary = load_secondary(cfg, classes)  # None: detector only (model.classifier: null)
         self.policy = AlarmPolicy(cfg.alarm, cfg.zone, classes)
         self.overlay = Overlay(classes, cfg.zone.polygon if cfg.display.show_zone else ())
         self.speaker = AlarmPlayer(cfg.alarm.sound, cfg.alarm.volume, cfg.alarm.audio_retry_s,
@@ -244,8 +247,10 @@ class Pipeline:
         self.telemetry = Telemetry(t.interval_s, t.warn_temp_c).start() if t.enabled else None
         self.capture = self._start_capture(self.source or self._make_source(cfg))
         self.video = VideoSink(cfg.display.save_video, self.capture.source.fps) if cfg.display.save_video else None
-        log.info("running: model %s (%s), source %s, display %s, events %s", cfg.model.resolved_path().name,
-                 cfg.model.backend, self.capture.source.name, "on" if self.display else "off", self.events.path)
+        log.info("running: model %s (%s), classifier %s, source %s, display %s, events %s",
+                 cfg.model.resolved_path().name, cfg.model.backend,
+                 cfg.model.resolved_classifier() if self.secondary else "none", self.capture.source.name,
+                 "on" if self.display else "off", self.events.path)
         t_start, meter, last_index = time.monotonic(), FpsMeter(), None
         try:
             while not self._stop.is_set():
@@ -260,6 +265,12 @@ class Pipeline:
                 dets = self.detector(frame.image)                            # 2. pre-process, infer, decode
                 t0 = time.perf_counter()
                 dets = self.tracker.update(dets, frame.t, frame.wall, frame.image)  # 3. track + class vote
+                if self.secondary is not None:                               # 3b. classifier on due tracks
+                    t1 = time.perf_counter()
+                    dets = self.secondary.update(frame.image, self.tracker, dets, frame.t)
+                    dt = time.perf_counter() - t1
+                    self.stages.add("classify", dt)
+                    t0 += dt
                 alarms = self.policy.update(dets, self.tracker, frame)       # 4. alarm policy
                 still = self.tracker.stationary_mask(dets, frame.t)          #    posters: dimmed, not people
                 self.in_view = self._people_in_view(dets, still)
@@ -472,6 +483,8 @@ class Pipeline:
         logging.getLogger().setLevel(new.log_level)
         self.detector.configure(new.model)
         self.tracker.configure(new.tracker)
+        if self.secondary is not None:
+            self.secondary.configure(new.classifier)
         self.policy.configure(new.alarm, new.zone)
         self.overlay.set_zone(new.zone.polygon if new.display.show_zone else ())
         if self.speaker is not None:

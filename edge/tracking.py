@@ -48,6 +48,7 @@ from typing import Deque, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from edge.classifier import combine
 from edge.config import TrackerConfig
 from edge.decoders import box_iou, greedy_iou_match
 from edge.types import Detections
@@ -109,6 +110,8 @@ class Track:
         self.last_change_t = None  # type: Optional[float]
         self._ref = None  # type: Optional[Tuple[float, np.ndarray, np.ndarray]]  # (t, box, thumbnail)
         self._add_motion_sample(t)
+        #: (classifier probabilities (C,), weight) set by edge.classifier.SecondaryClassifier, or None
+        self.secondary = None  # type: Optional[Tuple[np.ndarray, float]]
 
     def _add_motion_sample(self, t: float) -> None:
         x1, y1, x2, y2 = (float(v) for v in self.box)
@@ -176,12 +179,15 @@ class Track:
         w = np.zeros(num_classes, np.float64)
         for c, s in self.history:
             w[c] += s
-        c = int(np.argmax(w))
-        scores = [s for cc, s in self.history if cc == c]
-        return c, float(w[c] / max(w.sum(), 1e-9)), float(np.mean(scores)) if scores else 0.0
+        v = combine(w / max(w.sum(), 1e-9), *self.secondary) if self.secondary is not None else w / max(w.sum(), 1e-9)
+        c = int(np.argmax(v))  # with a classifier: weight * its probabilities + (1 - weight) * the detector share
+        scores = [s for cc, s in self.history if cc == c] or ([s for _, s in self.history] if self.secondary else [])
+        return c, float(v[c]), float(np.mean(scores)) if scores else 0.0
 
     @property
     def lifetime_class(self) -> int:
+        if self.secondary is not None:
+            return int(np.argmax(combine(self.totals / max(self.totals.sum(), 1e-9), *self.secondary)))
         return int(np.argmax(self.totals))
 
 

@@ -22,6 +22,8 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from edge.config import model_role
+
 MODELS = Path(__file__).resolve().parent
 
 #: Released folders: (display name, backbone / architecture, role in Table III).
@@ -49,7 +51,8 @@ def _export_stats(p: Path) -> Dict:
 def released(models_dir: Path = MODELS) -> List[Dict]:
     """One row per released model folder, in :data:`KNOWN` order, then any others."""
     names = [n for n in KNOWN if (models_dir / n / "model.onnx").exists()]
-    names += sorted(p.parent.name for p in models_dir.glob("*/model.onnx") if p.parent.name not in KNOWN)
+    names += sorted(p.parent.name for p in models_dir.glob("*/model.onnx") if p.parent.name not in KNOWN
+                    and model_role(p) == "detector")  # the mask classifier is not a detector row
     rows = []
     for n in names:
         d = models_dir / n

@@ -5,6 +5,9 @@ CLI::
     python -m models.evaluate --model models/detectnet_v2_r18/model.onnx \
         --data ../shared/data/face-mask-andrewmvd --out eval.json --plots eval_plots/
 
+A classifier model (metadata ``role: classifier``) gets the crop-level report, and ``--classifier CLS.onnx``
+scores the detector + classifier cascade: both in :mod:`models.evaluate_classifier`.
+
 AP@0.5 per class, mAP@0.5 and mAP@0.5:0.95 come from faster-coco-eval's COCOeval
 (101-point interpolated precision, as pycocotools). The operating point, PR
 curves and confusion matrix use greedy IoU >= 0.5 matching of the detections the
@@ -273,7 +276,19 @@ def main(argv=None) -> int:
     ap.add_argument("--min-recall", type=float, default=0.85, help="no_mask recall the threshold must keep")
     ap.add_argument("--cluster", choices=["dbscan", "nms"], help="override the model's clustering method")
     ap.add_argument("--sweep", action="store_true", help="only compare clustering variants (AP table) and exit")
+    ap.add_argument("--classifier", type=Path, help="secondary classifier .onnx (role: classifier): score the "
+                    "detector + classifier cascade (models.evaluate_classifier); 'none': the same report for the "
+                    "detector alone")
+    ap.add_argument("--min-face", type=float, default=24.0, help="classifier: ground-truth crops >= this (px); "
+                    "cascade: faces under this keep the detector's class")
     a = ap.parse_args(argv)
+    from edge.config import model_role
+    if model_role(a.model) == "classifier" or a.classifier:  # crop-level report / cascade: models.evaluate_classifier
+        from models import evaluate_classifier as ec
+        if a.classifier is None:
+            return ec.main_crops(a.model, a.data, a.split, a.out, a.plots, a.min_face)
+        return ec.main_cascade(a.model, None if str(a.classifier) == "none" else a.classifier, a.data, a.split, a.out,
+                               a.min_face)
     from edge.backends.onnxruntime import OnnxRuntimeBackend
 
     backend = OnnxRuntimeBackend(a.model)

@@ -92,7 +92,7 @@ def export_onnx(model: torch.nn.Module, meta: ModelMeta, out: Path, opset: int =
     if fp16_weights:
         store_weights_fp16(m)
     m.metadata_props.clear()
-    for k, v in {METADATA_KEY: meta.to_json(), "classes": ",".join(meta.classes), "decoder": meta.decoder,
+    for k, v in {METADATA_KEY: meta.to_json(), "role": meta.role, "classes": ",".join(meta.classes), "decoder": meta.decoder,
                  "version": meta.version}.items():
         p = m.metadata_props.add(); p.key, p.value = k, v
     m.producer_name, m.doc_string = "maskwatch", f"maskwatch {meta.decoder} model {meta.version}"

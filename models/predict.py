@@ -10,6 +10,14 @@ Output: a JSON list of ``{"file_name", "bbox": [x, y, w, h] (original px), "scor
 ``"frame"`` (0-based). Detections are kept at the per-class thresholds stored in the
 model (``--conf`` overrides). ``--draw`` writes annotated images, or an annotated
 ``.mp4`` for a video input.
+
+The cascade (``--classifier CLS.onnx``): each kept face is classified on its crop from the full-resolution
+image by :func:`edge.classifier.classify_detections`, the function the evaluation uses and whose vote rule
+(:func:`edge.classifier.combine`) the runtime applies per track; ``category`` is the decided class and
+``probs`` the combined probabilities. Without ``--model`` the appliance's defaults are used, detector and
+classifier, exactly as ``maskwatch run`` with no config loads them (``model.path`` and
+``model.classifier`` of :class:`edge.config.Config`); with ``--model`` but no ``--classifier`` the
+detector's classes are used.
 """
 from __future__ import annotations
 
@@ -72,12 +80,18 @@ def draw(img: np.ndarray, dets: List[Dict]) -> np.ndarray:
     return out
 
 
-def predict(model: Path, source: Path, conf: Optional[float] = None, draw_dir: Optional[Path] = None) -> List[Dict]:
-    """Run ``model`` over ``source``; returns the detection list (see module doc)."""
+def predict(model: Path, source: Path, conf: Optional[float] = None, draw_dir: Optional[Path] = None,
+            classifier: Optional[Path] = None) -> List[Dict]:
+    """Run ``model`` (and the ``classifier`` cascade when given) over ``source``; returns the detection list
+    (see module doc)."""
     from edge.backends.onnxruntime import OnnxRuntimeBackend
+    from edge.classifier import Classifier, classify_detections, decide
+    from edge.config import Config
 
+    ccfg = Config().classifier
     be = OnnxRuntimeBackend(model)
     meta: ModelMeta = be.meta
+    cls = Classifier(classifier) if classifier else None
     results: List[Dict] = []
     writer = None
     if draw_dir:
@@ -86,11 +100,16 @@ def predict(model: Path, source: Path, conf: Optional[float] = None, draw_dir: O
         x, lb = preprocess(img, meta)
         boxes, scores, classes = postprocess(be.infer(x), meta, lb, (img.shape[1], img.shape[0]))
         keep = apply_thresholds(scores, classes, meta, conf)
+        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+        probs = classify_detections(cls, img, boxes, scores, classes, len(meta.classes), ccfg.min_crop_px, ccfg.weight)
+        decided = decide(probs, meta.classes, cls.meta.thresholds if cls else None) if len(probs) else classes
         dets = []
-        for b, s, c in zip(boxes[keep], scores[keep], classes[keep]):
+        for b, s, c, p in zip(boxes, scores, decided, probs):
             d = {"file_name": name, "bbox": [round(float(b[0]), 1), round(float(b[1]), 1), round(float(b[2] - b[0]), 1),
                                              round(float(b[3] - b[1]), 1)], "score": round(float(s), 4),
                  "category": meta.classes[int(c)]}
+            if cls is not None:
+                d["probs"] = [round(float(v), 4) for v in p]
             if idx is not None:
                 d["frame"] = idx
             dets.append(d)
@@ -113,13 +132,19 @@ def predict(model: Path, source: Path, conf: Optional[float] = None, draw_dir: O
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, required=True, help="ONNX model file")
+    ap.add_argument("--model", type=Path, help="detector ONNX file (default: the appliance's default detector and "
+                    "classifier, as `maskwatch run` with no config)")
+    ap.add_argument("--classifier", type=Path, help="secondary classifier ONNX (role: classifier): the cascade")
     ap.add_argument("--images", type=Path, required=True, help="image folder, image file or video file")
     ap.add_argument("--out", type=Path, required=True, help="detections JSON (COCO results style)")
     ap.add_argument("--conf", type=float, help="score threshold for every class (default: the model's per-class thresholds)")
     ap.add_argument("--draw", type=Path, help="folder for annotated images / video")
     a = ap.parse_args(argv)
-    res = predict(a.model, a.images, a.conf, a.draw)
+    if a.model is None:
+        from edge.config import Config
+        mc = Config().model
+        a.model, a.classifier = mc.resolved_path(), a.classifier or mc.resolved_classifier()
+    res = predict(a.model, a.images, a.conf, a.draw, a.classifier)
     a.out.write_text(json.dumps(res, indent=1))
     by = {}
     for d in res:
