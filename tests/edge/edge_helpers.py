@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -77,3 +78,32 @@ def sigterm(proc: subprocess.Popen, log: LogReader, timeout: float = 60) -> int:
     rc = proc.wait(timeout)
     log.join(5)
     return rc
+
+
+#: a daemon config for the reload tests: a camera that never opens, so the loop runs without frames
+DAEMON_BASE = """camera:
+  source: /dev/video98
+  ready_timeout_s: 0
+  reconnect_min_s: 0.2
+  reconnect_max_s: 0.5
+alarm:
+  cooldown_s: 10
+"""
+
+
+def notify_receiver(path: Path, timeout: float = 0.2) -> socket.socket:
+    """A Unix datagram socket bound at ``path``: a real sd_notify receiver (what systemd listens on)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(path))
+    s.settimeout(timeout)
+    return s
+
+
+def drain(sock: socket.socket) -> list:
+    """Every datagram waiting on ``sock`` (until it times out), decoded."""
+    msgs = []
+    while True:
+        try:
+            msgs.append(sock.recv(4096).decode())
+        except socket.timeout:
+            return msgs

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from edge import config as C
-from edge_helpers import LogReader, REPO, alsa_home, maskwatch_cmd, run_env, sigterm, write_config
+from edge_helpers import DAEMON_BASE as BASE, LogReader, REPO, alsa_home, maskwatch_cmd, run_env, sigterm, write_config
 
 
 def _bomb() -> str:
@@ -112,14 +112,6 @@ def test_check_config_never_prints_a_traceback(tmp_path):
     assert r.returncode == 0 and "OK (empty" in r.stdout
 
 
-BASE = """camera:
-  source: /dev/video98
-  ready_timeout_s: 0
-  reconnect_min_s: 0.2
-  reconnect_max_s: 0.5
-alarm:
-  cooldown_s: 10
-"""
 
 
 def test_sighup_with_hostile_files_keeps_the_daemon_and_its_config(tmp_path, model_path):

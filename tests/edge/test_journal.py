@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import socket
 import subprocess
@@ -25,25 +24,11 @@ from edge.policy import AlarmPolicy
 from edge.systemd import Notifier
 from edge.tracking import Tracker
 from edge.types import Detections, Frame
-from edge_helpers import REPO, alsa_home, run_env
+from edge_helpers import REPO, alsa_home, drain, notify_receiver, run_env
 
 BLOCK_SYSTEMD = "import sys; sys.modules['systemd'] = None\n"
 
 
-def receiver(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(str(path))
-    s.settimeout(0.2)
-    return s
-
-
-def drain(sock):
-    msgs = []
-    while True:
-        try:
-            msgs.append(sock.recv(4096).decode())
-        except socket.timeout:
-            return msgs
 
 
 def python(code, env=None, **kw):
@@ -63,7 +48,7 @@ EXPECTED = ["READY=1\nSTATUS=warm", "STATUS=7.0 fps", "WATCHDOG=1", "STOPPING=1"
 
 def test_notify_through_systemd_python(tmp_path, monkeypatch):
     pytest.importorskip("systemd.daemon", reason="systemd-python is not installed")
-    sock = receiver(tmp_path / "notify")
+    sock = notify_receiver(tmp_path / "notify")
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     n = Notifier()
     assert n.backend == "systemd-python"
@@ -85,7 +70,7 @@ def test_notify_through_systemd_python(tmp_path, monkeypatch):
 def test_notify_an_explicit_other_socket_uses_the_fallback(tmp_path, monkeypatch):
     """libsystemd only reads $NOTIFY_SOCKET: an explicitly given other address goes through the socket path."""
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    sock = receiver(tmp_path / "n")
+    sock = notify_receiver(tmp_path / "n")
     n = Notifier(str(tmp_path / "n"))
     assert n.backend == "socket" and n.ready("warm")
     assert drain(sock) == ["READY=1\nSTATUS=warm"]
@@ -93,7 +78,7 @@ def test_notify_an_explicit_other_socket_uses_the_fallback(tmp_path, monkeypatch
 
 
 def test_notify_fallback_without_systemd_python(tmp_path):
-    sock = receiver(tmp_path / "notify")
+    sock = notify_receiver(tmp_path / "notify")
     r = python(BLOCK_SYSTEMD + NOTIFY_SCRIPT, env=run_env(tmp_path, NOTIFY_SOCKET=str(tmp_path / "notify")))
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["socket", "4"]

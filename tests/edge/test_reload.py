@@ -7,16 +7,8 @@ import signal
 import subprocess
 import time
 
-from edge_helpers import LogReader, sigterm, REPO, alsa_home, maskwatch_cmd, run_env, write_config
+from edge_helpers import DAEMON_BASE as BASE, LogReader, sigterm, REPO, alsa_home, maskwatch_cmd, run_env, write_config
 
-BASE = """camera:
-  source: /dev/video98
-  ready_timeout_s: 0
-  reconnect_min_s: 0.2
-  reconnect_max_s: 0.5
-alarm:
-  cooldown_s: 10
-"""
 
 
 def test_sighup_reload_and_invalid_reload_and_sigterm(tmp_path, model_path):

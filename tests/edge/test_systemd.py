@@ -13,31 +13,17 @@ import threading
 import pytest
 
 from edge.systemd import Notifier, _JournalFormatter, under_journal
-from edge_helpers import REPO, alsa_home, maskwatch_cmd, run_env, write_config
+from edge_helpers import REPO, alsa_home, drain, maskwatch_cmd, notify_receiver, run_env, write_config
 
 UNIT = REPO / "systemd" / "maskwatch.service"
 ENGINE_UNIT = REPO / "systemd" / "maskwatch-engine.service"
 CLOCKS_UNIT = REPO / "systemd" / "maskwatch-clocks.service"
 
 
-def receiver(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(str(path))
-    s.settimeout(0.1)
-    return s
-
-
-def drain(sock):
-    msgs = []
-    while True:
-        try:
-            msgs.append(sock.recv(4096).decode())
-        except socket.timeout:
-            return msgs
 
 
 def test_notifier_protocol(tmp_path):
-    sock = receiver(tmp_path / "notify")
+    sock = notify_receiver(tmp_path / "notify")
     n = Notifier(str(tmp_path / "notify"))
     assert n.ready("warm") and n.status("7.0 fps") and n.watchdog(force=True) and n.stopping()
     assert drain(sock) == ["READY=1\nSTATUS=warm", "STATUS=7.0 fps", "WATCHDOG=1", "STOPPING=1"]
@@ -58,7 +44,7 @@ def test_notifier_abstract_socket_and_absent_socket():
 
 def test_watchdog_is_rate_limited_by_watchdog_usec(tmp_path, monkeypatch):
     monkeypatch.setenv("WATCHDOG_USEC", "4000000")
-    sock = receiver(tmp_path / "n")
+    sock = notify_receiver(tmp_path / "n")
     n = Notifier(str(tmp_path / "n"))
     assert n.watchdog_interval == 1.0
     assert n.watchdog() and not n.watchdog() and not n.watchdog()
@@ -67,7 +53,7 @@ def test_watchdog_is_rate_limited_by_watchdog_usec(tmp_path, monkeypatch):
 
 
 def test_daemon_sends_ready_then_watchdog_and_status(tmp_path, model_path, videos):
-    sock = receiver(tmp_path / "notify")
+    sock = notify_receiver(tmp_path / "notify")
     msgs = []
     stop = threading.Event()
 
