@@ -221,7 +221,7 @@ def face_px(boxes: np.ndarray) -> np.ndarray:
 
 def classify_detections(cls: Optional[Classifier], image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
                         classes: np.ndarray, num_classes: int, min_crop_px: float = 24.0,
-                        weight: float = 0.5, cls_probs: Optional[np.ndarray] = None) -> np.ndarray:
+                        weight: float = 0.8, cls_probs: Optional[np.ndarray] = None) -> np.ndarray:
     """The cascade on one photo: the combined class probabilities of each detected face.
 
     The function ``models.predict`` and ``models.evaluate`` use; the runtime applies the same

@@ -245,7 +245,7 @@ class ClassifierConfig(_Section):
                                  "by this fraction since its last classification (0.3: 30 %)")
     min_crop_px: float = Field(24.0, ge=0, le=4096, description="faces whose longer side (full-resolution px) is "
                                "smaller are never classified and keep the detector's class")
-    weight: float = Field(0.5, ge=0, le=1, description="the classifier's weight in the track's class vote: "
+    weight: float = Field(0.8, ge=0, le=1, description="the classifier's weight in the track's class vote: "
                           "weight * classifier probabilities + (1 - weight) * detector vote share")
     history: int = Field(3, ge=1, le=100, description="a track's classifier probabilities are the mean of its last "
                          "this many classifications")

@@ -138,7 +138,7 @@ def evaluate_crops(cls: Classifier, samples, min_face: float = 24.0, plots: Opti
 
 # ---------------------------------------------------------------------------------------------- cascade
 def evaluate_cascade(detector, cls: Optional[Classifier], samples, min_crop_px: float = 24.0,
-                     weight: float = 0.5, sweep: Sequence[float] = ()) -> Dict:
+                     weight: float = 0.8, sweep: Sequence[float] = ()) -> Dict:
     """AP@0.5 per class and the non-compliant operating point of the detector + classifier cascade.
 
     The network outputs are computed once per photo; ``sweep`` lists further classifier weights whose
@@ -214,7 +214,7 @@ def main_crops(model: Path, data: Path, split_name: str, out: Optional[Path], pl
 
 
 def main_cascade(detector_path: Path, classifier_path: Optional[Path], data: Path, split_name: str,
-                 out: Optional[Path], min_crop_px: float = 24.0, weight: float = 0.5) -> int:
+                 out: Optional[Path], min_crop_px: float = 24.0, weight: float = 0.8) -> int:
     """``models.evaluate --classifier``: the cascade report."""
     from edge.backends.onnxruntime import OnnxRuntimeBackend
     from models.data import read_dataset, split
