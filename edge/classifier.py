@@ -164,18 +164,19 @@ class Classifier:
             ``meta.role`` is ``classifier``.
         threads: ONNX Runtime CPU threads (0: all cores) when ``model`` is a path.
         max_batch: most crops per inference call (a frame with more faces runs several batches).
+        spin: ONNX Runtime thread busy-waiting (see :class:`edge.backends.onnxruntime.OnnxRuntimeBackend`).
 
     Raises:
         ValueError: the model is not a classifier (its metadata ``role`` is not ``classifier``).
         FileNotFoundError: no file at ``model``.
     """
 
-    def __init__(self, model, threads: int = 0, max_batch: int = 16):
+    def __init__(self, model, threads: int = 0, max_batch: int = 16, spin: bool = True):
         if isinstance(model, (str, Path)):
             if not Path(model).is_file():
                 raise FileNotFoundError(f"no classifier model file at {model}")
             from edge.backends.onnxruntime import OnnxRuntimeBackend
-            model = OnnxRuntimeBackend(model, threads=threads or None)
+            model = OnnxRuntimeBackend(model, threads=threads or None, spin=spin)
         self.backend = model
         self.meta = model.meta
         if self.meta.role != "classifier":
@@ -356,8 +357,8 @@ class SecondaryClassifier:
 
 def load_secondary(cfg, detector_classes: Sequence[str]) -> Optional[SecondaryClassifier]:
     """The runtime's :class:`SecondaryClassifier` for a :class:`edge.config.Config`, or ``None`` when
-    ``model.classifier`` is null. The backend is ``model.backend`` (ONNX Runtime with ``model.threads``, or
-    the classifier's TensorRT engine at batch 1).
+    ``model.classifier`` is null. The backend is ``model.backend``: ONNX Runtime with ``model.threads``
+    (1 when that is 0) and no thread busy-waiting, or the classifier's TensorRT engine at batch 1.
 
     Raises:
         FileNotFoundError: no classifier file.
@@ -370,7 +371,8 @@ def load_secondary(cfg, detector_classes: Sequence[str]) -> Optional[SecondaryCl
     if cfg.model.backend == "tensorrt":  # the classifier's engine, built like the detector's (maskwatch build-engine)
         from edge.detector import load_backend
         model = load_backend("tensorrt", path, cfg.model.threads, cfg.model.engine)
-    cls = Classifier(model, threads=cfg.model.threads, max_batch=cfg.classifier.max_batch)
+    # one thread, no busy-waiting: it runs on a few frames only and must not slow the detector's session
+    cls = Classifier(model, threads=cfg.model.threads or 1, max_batch=cfg.classifier.max_batch, spin=False)
     if list(cls.classes) != list(detector_classes):
         raise ValueError(f"classifier classes {cls.classes} differ from the detector's {list(detector_classes)}")
     cls.warmup()

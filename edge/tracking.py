@@ -175,7 +175,11 @@ class Track:
         self._add_motion_sample(t)
 
     def vote(self, num_classes: int) -> Tuple[int, float, float]:
-        """(class id, its share of the score-weighted vote 0-1, its mean score) over the recent window."""
+        """(class id, its share of the score-weighted vote 0-1, its mean score) over the recent window.
+
+        With a classifier result (``secondary``, set by :class:`edge.classifier.SecondaryClassifier`) the
+        share is that of the combined vote ``weight * probs + (1 - weight) * detector share``
+        (:func:`edge.classifier.combine`)."""
         w = np.zeros(num_classes, np.float64)
         for c, s in self.history:
             w[c] += s

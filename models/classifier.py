@@ -5,9 +5,10 @@ CLI::
     # train (resumable: re-run the same command after an interruption)
     python -m models.classifier train --data ../shared/data/face-mask-andrewmvd --out runs/cls \
         --imagenet ../shared/weights/imagenet/mobilenet_v2_1.0_imagenet_float.pth --epochs 10 --threads 1
-    # export the best checkpoint to ONNX with its metadata (role: classifier)
-    python -m models.classifier export --ckpt runs/cls/best.pt --out models/mask_classifier/model.onnx \
-        --version 1.0.0 --eval runs/cls/eval_val.json
+    # choose detail_px on the validation split, then export with its metadata (role: classifier)
+    python -m models.classifier detail-sweep --model runs/cls/model.onnx --data ../shared/data/face-mask-andrewmvd
+    python -m models.classifier export --ckpt runs/cls/last.pt --out models/mask_classifier/model.onnx \
+        --version 1.0.0 --detail-px 32 --eval models/mask_classifier/eval_val.json
 
 Data: every labelled face of the training photos whose longer side is at least ``--min-face`` px, split
 by the detectors' name-hash rule (:func:`models.data.split`, validation = md5(stem) starts with 0 or 1).
@@ -359,7 +360,23 @@ def main(argv=None) -> int:
     c.add_argument("--split", default="train", choices=["train", "val", "all"])
     c.add_argument("--min-face", type=float, default=24.0)
     c.add_argument("--count", type=int, default=300, help="at most this many crops, evenly spread")
+    d = sub.add_parser("detail-sweep", help="validation balanced accuracy of an exported classifier for each "
+                       "detail_px (how the release's value was chosen)")
+    d.add_argument("--model", type=Path, required=True)
+    d.add_argument("--data", type=Path, required=True)
+    d.add_argument("--values", type=int, nargs="+", default=[0, 64, 48, 40, 32, 24])
     a = ap.parse_args(argv)
+    if a.cmd == "detail-sweep":
+        from edge.classifier import Classifier, cap_detail
+        from models.evaluate_classifier import crop_metrics
+
+        va = gt_crops(split(read_voc(a.data))[1], 24.0)
+        cls = Classifier(a.model)
+        for v in a.values:
+            m = crop_metrics(cls.probs_of_crops(cap_detail(va["crops"], v)), va["label"], cls.classes)
+            print(json.dumps({"detail_px": v, "balanced_accuracy": round(m["balanced_accuracy"], 4),
+                              "recall": {c: round(r["recall"], 3) for c, r in m["per_class"].items()}}))
+        return 0
     if a.cmd == "crops":
         tr, va = split(read_voc(a.data))
         d = gt_crops({"train": tr, "val": va, "all": tr + va}[a.split], a.min_face)

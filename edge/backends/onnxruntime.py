@@ -32,6 +32,9 @@ class OnnxRuntimeBackend(Backend):
         model_path: the ``.onnx`` file.
         threads: intra-op threads (default: all cores).
         providers: ONNX Runtime execution providers (default: CPU).
+        spin: let idle intra-op threads busy-wait for the next run (ONNX Runtime's default); False for a
+            second, occasional session (the mask classifier) so its threads do not take the cores from
+            the detector between its runs.
 
     Raises:
         RuntimeError: onnxruntime is not installed.
@@ -39,7 +42,7 @@ class OnnxRuntimeBackend(Backend):
     """
 
     def __init__(self, model_path: Union[str, Path], threads: Optional[int] = None,
-                 providers: Optional[Sequence[str]] = None):
+                 providers: Optional[Sequence[str]] = None, spin: bool = True):
         try:
             import onnxruntime as ort
         except ImportError as e:  # pragma: no cover - depends on the install
@@ -47,6 +50,8 @@ class OnnxRuntimeBackend(Backend):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(model_path), opts, providers=list(providers or ["CPUExecutionProvider"]))
         self.meta = read_meta(self.session)
         self._names = [o.name for o in self.session.get_outputs()]
