@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader, Dataset
 from edge.decoders import CLASS_NAMES, YoloParams, assign_yolo, box_iou, intersection_over_smaller, yolo_grid
 from edge.model import ModelMeta, postprocess, preprocess
 from models import augment
-from models.data import Sample, class_counts, read_dataset, split, write_split
+from models.data import Sample, class_counts, read_dataset, repeat_factors, split, write_split
 from models.evaluate import run_images, truth_metrics
 from models.losses import flatten_levels, giou_loss, kd_loss, yolo_decode_boxes
 from models.nets.yunet import STRIDES, YuNetDetector, load_yunet
@@ -295,6 +295,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--pseudo", choices=["none", "ignore", "label"], default="none")
     ap.add_argument("--pseudo-conf", type=float, default=0.7, help="YuNet confidence of an unlabelled face")
     ap.add_argument("--faces-cache", type=Path, help="YuNet face predictions .npz (made if missing)")
+    ap.add_argument("--no-cls-hidden", dest="cls_hidden", action="store_false",
+                    help="class head straight on the shared features (no class branch of its own)")
+    ap.add_argument("--rfs", type=float, default=0.3, help="repeat-factor sampling threshold (0: uniform)")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (cosine, 1 epoch warm-up)")
@@ -317,7 +320,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_model(args) -> YuNetDetector:
     base = load_yunet(args.yunet) if args.init == "yunet" else None
-    return YuNetDetector(len(CLASS_NAMES), base)
+    return YuNetDetector(len(CLASS_NAMES), base, cls_hidden=args.cls_hidden)
 
 
 def fit(args: argparse.Namespace) -> List[Dict]:
@@ -357,14 +360,21 @@ def fit(args: argparse.Namespace) -> List[Dict]:
              sum(len(v) for v in unlabelled.values()) if unlabelled else 0)
     meta = detector_meta(args)
     model = build_model(args)
-    net_cfg = {"num_classes": len(CLASS_NAMES)}
+    net_cfg = {"num_classes": len(CLASS_NAMES), "cls_hidden": bool(args.cls_hidden)}
     params = YoloParams(STRIDES)
     ds = FaceSet(train_s, args.crop, teacher, unlabelled, args.pseudo, args.p_zoom, args.scale, args.seed, params)
     ds.set_random_seed(args.seed)
     grid = torch.from_numpy(np.stack(yolo_grid((args.crop, args.crop), params), axis=1))
     g = torch.Generator().manual_seed(args.seed)
-    dl = DataLoader(ds, batch_size=min(args.batch, len(ds)), shuffle=True, drop_last=True, generator=g,
-                    num_workers=args.workers)
+    if args.rfs > 0:  # repeat-factor sampling (LVIS): photos with no_mask / mask_incorrect drawn more often
+        from torch.utils.data import WeightedRandomSampler
+        rf = repeat_factors(train_s, args.rfs)
+        sampler = WeightedRandomSampler(torch.from_numpy(rf), num_samples=len(ds), replacement=True, generator=g)
+        dl = DataLoader(ds, batch_size=min(args.batch, len(ds)), sampler=sampler, drop_last=True,
+                        num_workers=args.workers)
+    else:
+        dl = DataLoader(ds, batch_size=min(args.batch, len(ds)), shuffle=True, drop_last=True, generator=g,
+                        num_workers=args.workers)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     total = args.epochs * len(dl)
     sched = warmup_cosine(opt, total, len(dl))

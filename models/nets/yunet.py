@@ -180,12 +180,18 @@ class YuNetDetector(nn.Module):
     ``forward(x (B,3,H,W))`` returns a tuple of 3 tensors ``(B, 5 + C, H/s, W/s)``, s = 8, 16, 32.
     """
 
-    def __init__(self, num_classes: int = 3, base: YuNet = None, input_rgb01: bool = True):
+    def __init__(self, num_classes: int = 3, base: YuNet = None, input_rgb01: bool = True, cls_hidden: bool = True):
         super().__init__()
-        self.num_classes, self.input_rgb01 = num_classes, input_rgb01
+        self.num_classes, self.input_rgb01, self.cls_hidden = num_classes, input_rgb01, cls_hidden
         self.net = base if base is not None else YuNet()
         self.net.kps = None  # landmarks are not used
         c = self.net.cls[0].pw.in_channels
+        # a class branch of its own (one PW-DW unit with BN + ReLU per level, identity-like start),
+        # so that mask / no_mask features can form without pulling the pretrained box features
+        self.cls_branch = nn.ModuleList([PwDw(c, c) for _ in STRIDES]) if cls_hidden else None
+        if cls_hidden:
+            for u in self.cls_branch:
+                nn.init.zeros_(u.bn.weight)  # the branch adds 0 at the start: the face class is kept
         self.cls3 = nn.ModuleList([PwDw(c, num_classes, False) for _ in STRIDES])
         if base is not None:  # every class starts as the face class: score = YuNet's face score
             with torch.no_grad():
@@ -203,12 +209,13 @@ class YuNetDetector(nn.Module):
         for k in range(len(STRIDES)):
             box = yunet_to_yolo_box(self.net.box[k](f[k]))
             obj = self.net.obj[k](f[k])
-            out.append(torch.cat([box, obj, self.cls3[k](f[k])], dim=1))
+            fc = f[k] + self.cls_branch[k](f[k]) if self.cls_hidden else f[k]  # residual: starts near f
+            out.append(torch.cat([box, obj, self.cls3[k](fc)], dim=1))
         return tuple(out)
 
 
 def load_yunet_detector(ck: Dict) -> YuNetDetector:
     """Rebuild a trained :class:`YuNetDetector` from a training checkpoint (``models.export`` LOADERS)."""
-    m = YuNetDetector(ck["net"]["num_classes"])
+    m = YuNetDetector(ck["net"]["num_classes"], cls_hidden=ck["net"].get("cls_hidden", False))
     m.load_state_dict(ck["ema"])
     return m
