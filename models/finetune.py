@@ -284,6 +284,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--init", choices=["yunet", "scratch"], default="yunet")
+    ap.add_argument("--init-ckpt", type=Path, help="start from this run's best.pt / last.pt EMA weights")
     ap.add_argument("--yunet", type=Path, default=DEFAULT_YUNET, help="YuNet-n checkpoint (start and face teacher)")
     ap.add_argument("--teacher", type=Path, help="3-class teacher ONNX (DetectNet_v2) for KD; omit for no KD")
     ap.add_argument("--teacher-cache", type=Path, help="teacher .npz (made from --teacher if missing)")
@@ -302,6 +303,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (cosine, 1 epoch warm-up)")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--cls-lr-mult", type=float, default=1.0, help="learning-rate factor of the new class head")
     ap.add_argument("--crop", type=int, default=320)
     ap.add_argument("--p-zoom", type=float, default=0.5)
     ap.add_argument("--scale", type=float, nargs=2, default=[0.6, 2.5])
@@ -320,7 +322,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_model(args) -> YuNetDetector:
     base = load_yunet(args.yunet) if args.init == "yunet" else None
-    return YuNetDetector(len(CLASS_NAMES), base, cls_hidden=args.cls_hidden)
+    model = YuNetDetector(len(CLASS_NAMES), base, cls_hidden=args.cls_hidden)
+    if getattr(args, "init_ckpt", None):  # continue from a finished run's EMA weights (a second stage)
+        ck = torch.load(args.init_ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["ema"])
+        if model.cls_branch is not None:
+            from models.nets.yunet import BRANCH_INIT_SCALE
+            with torch.no_grad():
+                for u in model.cls_branch:  # a branch saved dead (BN scale 0: no gradient) is revived
+                    if float(u.bn.weight.abs().max()) == 0.0:
+                        u.bn.weight.fill_(BRANCH_INIT_SCALE)
+    return model
 
 
 def fit(args: argparse.Namespace) -> List[Dict]:
@@ -375,7 +387,11 @@ def fit(args: argparse.Namespace) -> List[Dict]:
     else:
         dl = DataLoader(ds, batch_size=min(args.batch, len(ds)), shuffle=True, drop_last=True, generator=g,
                         num_workers=args.workers)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    head = [p for n, p in model.named_parameters() if n.startswith(("cls3.", "cls_branch."))]
+    head_ids = {id(p) for p in head}
+    rest = [p for p in model.parameters() if id(p) not in head_ids]
+    opt = torch.optim.AdamW([{"params": rest}, {"params": head, "lr": args.lr * args.cls_lr_mult}],
+                            lr=args.lr, weight_decay=args.weight_decay)
     total = args.epochs * len(dl)
     sched = warmup_cosine(opt, total, len(dl))
     ema = EMA(model, decay=0.99)  # short schedule: a faster average than training's 0.999

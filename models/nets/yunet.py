@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 STRIDES: Tuple[int, ...] = (8, 16, 32)
+#: initial BatchNorm scale of the class branch (see :class:`YuNetDetector`)
+BRANCH_INIT_SCALE = 0.1
 #: (in, out) channels of backbone stages 1..5 and the stem (in, mid, out), per variant.
 VARIANTS: Dict[str, Dict] = {
     "n": {"stem": (3, 16, 16), "stages": ((16, 64), (64, 64), (64, 64), (64, 64), (64, 64)), "neck": 64},
@@ -191,7 +193,9 @@ class YuNetDetector(nn.Module):
         self.cls_branch = nn.ModuleList([PwDw(c, c) for _ in STRIDES]) if cls_hidden else None
         if cls_hidden:
             for u in self.cls_branch:
-                nn.init.zeros_(u.bn.weight)  # the branch adds 0 at the start: the face class is kept
+                # small, not zero: the branch adds little at the start (the face class is nearly kept);
+                # a zero BN scale before the ReLU would never get a gradient (dead branch)
+                nn.init.constant_(u.bn.weight, BRANCH_INIT_SCALE)
         self.cls3 = nn.ModuleList([PwDw(c, num_classes, False) for _ in STRIDES])
         if base is not None:  # every class starts as the face class: score = YuNet's face score
             with torch.no_grad():

@@ -102,3 +102,16 @@ def test_tiny_training_run_from_the_pretrained_start_lowers_the_loss():
         losses.append(float(loss.detach()))
     print("tiny run losses", [round(v, 3) for v in losses])
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_class_branch_learns_from_the_first_step():
+    # the class branch's BatchNorm scale starts small but not 0: a 0 scale before a ReLU gets no gradient
+    from models.nets.yunet import BRANCH_INIT_SCALE, YuNetDetector
+
+    torch.manual_seed(0)
+    m = YuNetDetector(3).train()
+    out = m(torch.rand(2, 3, 64, 64))
+    sum(o[:, 5:].sum() for o in out).backward()
+    for u in m.cls_branch:
+        assert float(u.bn.weight.detach()[0]) == pytest.approx(BRANCH_INIT_SCALE)
+        assert float(u.bn.weight.grad.abs().sum()) > 0

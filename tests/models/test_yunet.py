@@ -53,7 +53,7 @@ def test_yolo_convention_wrapper_decodes_like_yunet(frame, yunet):
     x = torch.from_numpy(frame.astype(np.float32).transpose(2, 0, 1)[None].copy())
     with torch.no_grad():
         raw = yunet(x)
-        levels = YuNetDetector(3, yunet).eval()(x.flip(1) / 255.0)  # the wrapper takes RGB / 255
+        levels = YuNetDetector(3, yunet, cls_hidden=False).eval()(x.flip(1) / 255.0)  # takes RGB / 255
     # YuNet's own decoding: priors at (j s, i s), centre (j + dx) s, size exp(dw) s; score cls * obj
     boxes, scores = [], []
     for k, s in enumerate(STRIDES):
