@@ -12,9 +12,9 @@ ilc=${ILC:-../shared/data/ilc2021-dev}
 py=${PYTHON:-python3}
 threads=${THREADS:-1}
 mkdir -p "$out"
-"$py" -m models.export --ckpt "$run/best.pt" --out "$run/candidate.onnx" --version "$version"
+"$py" -m models.export --ckpt "$run/best.pt" --out "$run/candidate.onnx" --version "$version" --fp32-weights
 "$py" -m models.evaluate --model "$run/candidate.onnx" --data "$data" --out "$out/eval.json" --plots "$out" --threads "$threads" > /dev/null
-"$py" -m models.export --ckpt "$run/best.pt" --out "$out/model.onnx" --version "$version" \
+"$py" -m models.export --ckpt "$run/best.pt" --out "$out/model.onnx" --version "$version" --fp32-weights \
     --eval "$out/eval.json" --parity-images "$data/images" --parity-count 8 | tee "$out/export.json"
 "$py" -m models.evaluate --model "$out/model.onnx" --data "$ilc" --split all --out "$out/eval_ilc2021_dev.json" --threads "$threads" > /dev/null
 "$py" -m models.benchmark --model "$out/model.onnx" --runs 200 --json | tee "$out/latency.json"

@@ -82,3 +82,22 @@ def test_no_nested_boxes_on_the_unmasked_man_with_the_baseline_model():
                 nested_after += n
     assert nested_before >= 4     # NMS alone leaves nested boxes in several of the 11 frames
     assert nested_after == 0
+
+
+def test_the_released_default_gives_one_box_on_the_face_of_the_unmasked_man():
+    from edge.backends.onnxruntime import OnnxRuntimeBackend
+    from edge.config import default_model_path
+    from edge.model import apply_thresholds
+
+    be = OnnxRuntimeBackend(default_model_path(), threads=1)
+    n = 0
+    for f in frames(UNMASKED, 10):
+        x, lb = preprocess(f, be.meta)
+        b, s, c = postprocess(be.infer(x), be.meta, lb, (f.shape[1], f.shape[0]))
+        keep = apply_thresholds(s, c, be.meta)
+        b, c = b[keep], c[keep]
+        assert len(b) == 1, f"frame {n * 10}: {len(b)} boxes {b.round().tolist()}"
+        cx, cy, w = (b[0, 0] + b[0, 2]) / 2, (b[0, 1] + b[0, 3]) / 2, b[0, 2] - b[0, 0]
+        assert 500 <= cx <= 800 and 200 <= cy <= 450 and 150 <= w <= 500, b[0].tolist()  # on his face
+        n += 1
+    assert n == 21
