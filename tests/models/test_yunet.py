@@ -76,3 +76,26 @@ def test_yolo_convention_wrapper_decodes_like_yunet(frame, yunet):
     assert np.abs(ours_b - ref_b).max() < 0.05  # px, at 640x352
     w = ref_b[0, 2] - ref_b[0, 0]
     assert 100 < w < 250  # the man's face, about 160 px at this size
+
+
+def test_checkpoint_exports_to_onnx_that_edge_decodes_like_pytorch(frame, yunet, tmp_path):
+    from edge.backends.onnxruntime import OnnxRuntimeBackend
+    from edge.model import postprocess, preprocess
+    from models.export import export_onnx, load_checkpoint
+    from models.finetune import detector_meta, parse_args
+
+    meta = detector_meta(parse_args(["--data", "x", "--out", "y"]))
+    model = YuNetDetector(3, yunet).eval()
+    ck = tmp_path / "best.pt"
+    torch.save({"arch": "yunet_detector", "net": {"num_classes": 3, "cls_hidden": True}, "ema": model.state_dict(),
+                "meta": meta.to_json()}, ck)
+    loaded, meta2 = load_checkpoint(ck)  # through models.export.LOADERS
+    onnx_path = export_onnx(loaded, meta2, tmp_path / "model.onnx", fp16_weights=False)
+    be = OnnxRuntimeBackend(onnx_path, threads=1)
+    x, lb = preprocess(frame, be.meta)
+    got = be.infer(x)
+    with torch.no_grad():
+        ref = {r: t.numpy() for r, t in zip(meta.output_roles, model(torch.from_numpy(x)))}
+    dets = [postprocess(o, be.meta, lb, (frame.shape[1], frame.shape[0])) for o in (got, ref)]
+    assert len(dets[0][1]) == len(dets[1][1]) >= 1
+    assert np.abs(dets[0][0] - dets[1][0]).max() < 0.1 and np.abs(dets[0][1] - dets[1][1]).max() < 1e-4
