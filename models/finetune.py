@@ -1,16 +1,19 @@
 """Fine-tune a pretrained face detector (YuNet-n) into the 3-class mask detector, with face zoom,
 difficulty-aware distillation and teacher pseudo-labels (issue 12).
 
-CLI (the ablation of the model card; one CPU core, short schedule)::
+CLI (the recipe of models/yunet_mask/MODEL_CARD.md: two stages of 4 epochs, one CPU thread)::
 
-    # no KD: hard labels only, from the pretrained YuNet-n
-    python -m models.finetune --data ../shared/data/face-mask-andrewmvd --out runs/ft_nokd --epochs 12
+    C="--data ../shared/data/face-mask-andrewmvd --crop 256 --epochs 4"
+    # no KD: hard labels only, from the pretrained YuNet-n (stage 1), then stage 2 from its best.pt
+    python -m models.finetune $C --out runs/ft/nokd
+    python -m models.finetune $C --out runs/ft/nokd_s2 --init-ckpt runs/ft/nokd/best.pt --lr 1e-3 --cls-lr-mult 5
     # KD from the ResNet-18 DetectNet_v2 (classes) with λ_i = sigmoid(conf_i - t)
-    python -m models.finetune ... --out runs/ft_kd --teacher models/detectnet_v2_r18/model.onnx
+    python -m models.finetune $C --out runs/ft/kd --teacher models/detectnet_v2_r18/model.onnx
     # KD + the YuNet teacher's confident unlabelled faces as pseudo-labels (or --pseudo ignore)
-    python -m models.finetune ... --out runs/ft_kd_pl --teacher models/detectnet_v2_r18/model.onnx --pseudo label
+    python -m models.finetune $C --out runs/ft/kdpl --teacher models/detectnet_v2_r18/model.onnx \
+        --pseudo label --pseudo-conf 0.5
     # the same schedule from random weights (the from-scratch comparison)
-    python -m models.finetune ... --out runs/ft_scratch --init scratch
+    python -m models.finetune $C --out runs/ft/scratch --init scratch
 
 What it does:
 
