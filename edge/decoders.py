@@ -55,6 +55,11 @@ class ClusterParams:
         dbscan_min_samples: DBSCAN: minimum summed coverage of a core point's
             neighbourhood (TAO's confidence-weighted ``min_samples``).
         max_detections: cap per image, highest score first.
+        nested_overlap: after the class-agnostic NMS (one class per face), a box whose
+            intersection with a higher-scored kept box covers more than this fraction of the
+            *smaller* box's area is dropped (:func:`suppress_nested`): a face box nested in a
+            head box, or two boxes of different size on one face, whose IoU is too low for NMS.
+            1.0 disables it.
     """
 
     method: str = "dbscan"
@@ -63,6 +68,7 @@ class ClusterParams:
     dbscan_eps: float = 0.6
     dbscan_min_samples: float = 0.0
     max_detections: int = 100
+    nested_overlap: float = 0.7
 
 
 def grid_centres(grid_hw: Tuple[int, int], stride: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -289,6 +295,51 @@ def class_agnostic_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarra
     if len(boxes) == 0:
         return boxes, scores, classes
     k = nms(boxes, scores, iou_threshold)
+    return boxes[k], scores[k], classes[k]
+
+
+def intersection_over_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4) and (M, 4) xyxy boxes -> (N, M) float32 intersection area / the smaller box's area.
+
+    1.0 when one box lies wholly inside the other, whatever their sizes (IoU would be the area
+    ratio); 0 for disjoint boxes; a degenerate (zero-area) box gives 0.
+    """
+    a = np.asarray(a, np.float32).reshape(-1, 4)
+    b = np.asarray(b, np.float32).reshape(-1, 4)
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.maximum(iw, 0) * np.maximum(ih, 0)
+    area_a = np.maximum(a[:, 2] - a[:, 0], 0) * np.maximum(a[:, 3] - a[:, 1], 0)
+    area_b = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    return np.where(smaller > 0, inter / np.maximum(smaller, 1e-9), 0.0).astype(np.float32)
+
+
+def suppress_nested(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+                    overlap: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One box per face: greedy, class-agnostic suppression by intersection over the smaller box.
+
+    Highest score first; a box is dropped when its intersection with an already kept box
+    exceeds ``overlap`` of the smaller of the two boxes' areas (so a small box inside a large
+    one, or a large one around a small one, goes whichever scored lower). Run after NMS, which
+    misses such pairs: a 40-px box inside a 100-px box has IoU 0.16. ``overlap >= 1`` keeps all.
+
+    Args:
+        boxes: (K, 4) float32 xyxy. scores: (K,) float32. classes: (K,) int64.
+
+    Returns:
+        ``(boxes, scores, classes)`` of the kept boxes, highest score first.
+    """
+    if len(boxes) < 2 or overlap >= 1.0:
+        return boxes, scores, classes
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    ios = intersection_over_smaller(boxes, boxes)
+    keep: List[int] = []
+    for i in order:
+        if keep and (ios[i, keep] > overlap).any():
+            continue
+        keep.append(int(i))
+    k = np.asarray(keep, np.int64)
     return boxes[k], scores[k], classes[k]
 
 

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 from edge.decoders import (ClusterParams, DetectNetV2Params, YoloParams, class_agnostic_nms, decode_detectnet_v2,
-                           decode_yolo)
+                           decode_yolo, suppress_nested)
 from edge.preprocess import Letterbox, letterbox, to_tensor, unletterbox_boxes
 
 METADATA_KEY = "maskwatch"
@@ -122,6 +122,10 @@ def postprocess(outputs: Dict[str, np.ndarray], meta: ModelMeta, lb: Letterbox, 
                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Raw network outputs (by role name) -> detections in frame px.
 
+    With ``class_agnostic`` (what the appliance runs) the boxes then go through the
+    class-agnostic NMS at ``meta.class_agnostic_iou`` and :func:`edge.decoders.suppress_nested` at
+    ``cluster.nested_overlap``: one box, and one class, per face.
+
     Returns:
         ``(boxes (K, 4) float32 xyxy in frame px, scores (K,) float32, class ids (K,) int64)``.
 
@@ -138,6 +142,7 @@ def postprocess(outputs: Dict[str, np.ndarray], meta: ModelMeta, lb: Letterbox, 
         raise ValueError(f"unknown decoder {meta.decoder!r} in model metadata; known: ['detectnet_v2', 'yolo']")
     if class_agnostic and len(boxes):
         boxes, scores, classes = class_agnostic_nms(boxes, scores, classes, meta.class_agnostic_iou)
+        boxes, scores, classes = suppress_nested(boxes, scores, classes, cluster.nested_overlap)
     return unletterbox_boxes(boxes, lb, frame_wh), scores, classes
 
 

@@ -32,6 +32,7 @@ KNOWN = {
     "detectnet_v2_r18_pruned": ("DetectNet_v2 ResNet-18 pruned", "ResNet-18 pruned, stride 16", None),
     "yolo_student_baseline": ("YOLO student, baseline", "ShuffleNetV2 + FPN/PAN, strides 8/16/32", "student baseline"),
     "yolo_student_kd": ("YOLO student, distilled", "ShuffleNetV2 + FPN/PAN, strides 8/16/32", "student distilled"),
+    "yunet_mask": ("YuNet-n fine-tuned (pretrained start)", "YuNet-n + class branch, strides 8/16/32", None),
 }
 
 

@@ -5,6 +5,16 @@ CLI::
     python -m models.evaluate --model models/detectnet_v2_r18/model.onnx \
         --data ../shared/data/face-mask-andrewmvd --out eval.json --plots eval_plots/
 
+    python -m models.evaluate --peer ../shared/weights/ultra-light/RFB-640-masked_face-v2.onnx \
+        --data ../shared/data/ilc2021-dev --split all --out peer.json
+
+``--split all`` takes every image of any VOC (or KITTI) folder; ``val`` / ``train`` apply the
+md5-of-stem split of :func:`models.data.split`. The ``truth`` block of the JSON holds the
+figures of :func:`truth_metrics`: VOC all-point AP@0.5 per class, 2-class (compliant /
+non-compliant) AP@0.5, NC recall/precision at score 0.5 and at the model's own no_mask
+threshold, and class-agnostic face recall by face width at 0.5 and 1.0 unmatched boxes per
+photo. ``--peer`` measures the Ultra-Light masked-face detector with the same code.
+
 A classifier model (metadata ``role: classifier``) gets the crop-level report, and ``--classifier CLS.onnx``
 scores the detector + classifier cascade: both in :mod:`models.evaluate_classifier`.
 
@@ -217,7 +227,8 @@ def evaluate(infer, meta: ModelMeta, samples, plots: Path = None, min_recall: fl
     """
     gts = [(s.boxes, s.labels) for s in samples]
     images = [s.image for s in samples]
-    ap = coco_metrics(gts, run_images(infer, meta, images, class_agnostic=False))
+    per_class = run_images(infer, meta, images, class_agnostic=False)
+    ap = coco_metrics(gts, per_class)
     deployed = run_images(infer, meta, images, class_agnostic=True)
     # no_mask: recall first (see choose_threshold); mask: best F1; mask_incorrect: too few faces to
     # tune (3 in the shared validation split), so it shares the no_mask threshold.
@@ -235,9 +246,243 @@ def evaluate(infer, meta: ModelMeta, samples, plots: Path = None, min_recall: fl
               "thresholds": {n: float(t) for n, t in zip(meta.classes, thresholds)},
               "confusion_matrix": {"rows_gt": list(meta.classes) + ["background"],
                                    "cols_pred": list(meta.classes) + ["missed"], "counts": cm.tolist()}}
+    # the thresholds stored in the model were chosen on the validation split: on any other set
+    # they are the operating point the appliance really runs at
+    nc_thr = [0.5] + ([float(meta.thresholds["no_mask"])] if "no_mask" in meta.thresholds else [])
+    result["truth"] = truth_metrics(gts, per_class, deployed, nc_thr)
     if plots is not None:
         save_plots(gts, deployed, meta, thresholds, Path(plots))
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# "Evaluation that tells the truth" (issue 12): VOC all-point AP, 2-class AP, non-compliant (NC)
+# recall/precision at fixed thresholds, class-agnostic face recall by face width at a stated
+# number of unmatched boxes per photo, and a peer detector measured by the same code.
+# --------------------------------------------------------------------------------------------
+
+#: Non-compliant classes (no_mask, mask_incorrect): the ones that raise an alarm.
+NC_CLASSES: Tuple[int, ...] = (1, 2)
+#: Face-width bins in original image px: [lo, hi).
+WIDTH_BINS: Tuple[Tuple[float, float], ...] = ((0, 16), (16, 32), (32, 64), (64, 128), (128, float("inf")))
+
+
+def width_bin_name(lo: float, hi: float) -> str:
+    return f"<{int(hi)}" if lo == 0 else (f">={int(lo)}" if hi == float("inf") else f"{int(lo)}-{int(hi)}")
+
+
+def voc_ap(gts: Sequence[Tuple[np.ndarray, np.ndarray]], dets: Sequence[Dets], cls: int,
+           iou_thr: float = 0.5) -> float:
+    """Pascal VOC (2010+) all-point interpolated AP of class ``cls``.
+
+    As the VOC devkit: detections of ``cls`` over all images in decreasing score order; each
+    takes the ``cls`` ground-truth box of its image with the highest IoU; it is a true positive
+    when that IoU is ``>= iou_thr`` and the box is not taken yet, else a false positive. AP is the
+    area under the precision envelope (Everingham et al., IJCV 2010, sec. 4.2).
+
+    Returns:
+        AP in [0, 1]; ``nan`` when no image holds a ``cls`` face.
+    """
+    scores, tps, n_gt = [], [], 0
+    for (gb, gl), (db, ds, dc) in zip(gts, dets):
+        g = np.asarray(gb, np.float32).reshape(-1, 4)[np.asarray(gl) == cls]
+        n_gt += len(g)
+        m = np.asarray(dc) == cls
+        b, s = np.asarray(db, np.float32).reshape(-1, 4)[m], np.asarray(ds, np.float32)[m]
+        if not len(s):
+            continue
+        order = np.argsort(-s, kind="stable")
+        b, s = b[order], s[order]
+        tp = np.zeros(len(s), bool)
+        if len(g):
+            iou = box_iou(b, g)
+            taken = np.zeros(len(g), bool)
+            for i in range(len(s)):
+                j = int(np.argmax(iou[i]))
+                if iou[i, j] >= iou_thr and not taken[j]:
+                    taken[j] = tp[i] = True
+        scores.append(s); tps.append(tp)
+    if n_gt == 0:
+        return float("nan")
+    if not scores:
+        return 0.0
+    s, tp = np.concatenate(scores), np.concatenate(tps)
+    order = np.argsort(-s, kind="stable")
+    tp = tp[order].astype(np.float64)
+    ctp, cfp = np.cumsum(tp), np.cumsum(1.0 - tp)
+    rec = ctp / n_gt
+    prec = ctp / np.maximum(ctp + cfp, 1e-12)
+    mrec = np.concatenate([[0.0], rec, [1.0]])
+    mpre = np.concatenate([[0.0], prec, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    i = np.nonzero(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+
+
+def two_class(labels: np.ndarray) -> np.ndarray:
+    """Canonical class ids -> 0 compliant (mask), 1 non-compliant (no_mask, mask_incorrect)."""
+    return np.isin(np.asarray(labels, np.int64), NC_CLASSES).astype(np.int64)
+
+
+def nc_operating_point(gts, deployed: Sequence[Dets], threshold: float) -> Dict[str, float]:
+    """Non-compliant recall and precision with every detection kept at ``score >= threshold``.
+
+    Kept detections are matched class-agnostically to the faces (greedy, IoU >= 0.5, as
+    :func:`match`); an NC detection is a true positive when its face is NC (no_mask or
+    mask_incorrect, either way: both raise the alarm).
+
+    Returns:
+        ``{"threshold", "recall", "precision", "n_nc_faces", "n_nc_dets"}``.
+    """
+    tp = n_det = n_gt = 0
+    for (gb, gl), (db, ds, dc) in zip(gts, deployed):
+        gnc = np.isin(gl, NC_CLASSES)
+        n_gt += int(gnc.sum())
+        keep = ds >= threshold
+        _, dm = match(gb, gl, db[keep], ds[keep], dc[keep])
+        dnc = np.isin(dc[keep], NC_CLASSES)
+        n_det += int(dnc.sum())
+        ok = dnc & (dm >= 0)
+        ok[ok] = gnc[dm[ok]]
+        tp += int(ok.sum())
+    return {"threshold": float(threshold), "recall": tp / max(n_gt, 1),
+            "precision": tp / n_det if n_det else 1.0, "n_nc_faces": n_gt, "n_nc_dets": n_det}
+
+
+def face_recall_by_width(gts, deployed: Sequence[Dets], fp_per_image: Sequence[float] = (0.5, 1.0),
+                         fixed_thresholds: Sequence[float] = (0.5,), iou_thr: float = 0.5) -> List[Dict]:
+    """Class-agnostic face recall per face width at a stated number of unmatched boxes per photo.
+
+    Every detection (any class) is matched greedily, highest score first, to any face (IoU >=
+    ``iou_thr``). Greedy matching by score makes the matches of the detections above a threshold
+    independent of those below it, so one matching serves every threshold. For each target
+    ``f`` in ``fp_per_image`` the threshold is the lowest score at which the unmatched
+    detections per image are ``<= f`` (unannotated real faces count against the model); the
+    thresholds in ``fixed_thresholds`` are reported as they are.
+
+    Returns:
+        one dict per operating point: ``{"fp_per_image_target" or None, "threshold",
+        "fp_per_image", "recall", "recall_ge32", "by_width": {bin: recall}, "n_by_width": {bin: n},
+        "by_class": {class: recall}}`` (the face's labelled class; the detection's class is ignored);
+        widths in original image px, bins :data:`WIDTH_BINS`.
+    """
+    gt_score, gt_w, det_s, det_ok = [], [], [], []
+    for (gb, gl), (db, ds, dc) in zip(gts, deployed):
+        gm, dm = match(gb, gl, db, ds, dc, iou_thr)
+        gt_score.append(np.where(gm >= 0, ds[np.maximum(gm, 0)] if len(ds) else -1.0, -np.inf))
+        gt_w.append(np.asarray(gb, np.float32).reshape(-1, 4)[:, 2] - np.asarray(gb, np.float32).reshape(-1, 4)[:, 0])
+        det_s.append(np.asarray(ds, np.float64)); det_ok.append(dm >= 0)
+    n_img = max(len(gts), 1)
+    gs, gw = np.concatenate(gt_score) if gt_score else np.zeros(0), np.concatenate(gt_w) if gt_w else np.zeros(0)
+    us = np.sort(np.concatenate([s[~o] for s, o in zip(det_s, det_ok)]) if det_s else np.zeros(0))[::-1]
+
+    gc = np.concatenate([np.asarray(gl, np.int64) for _, gl in gts]) if gts else np.zeros(0, np.int64)
+
+    def point(t: float, target) -> Dict:
+        found = gs >= t
+        by, nb = {}, {}
+        by_class = {n: float(found[gc == k].mean()) if (gc == k).any() else float("nan") for k, n in enumerate(CLASS_NAMES)}
+        for lo, hi in WIDTH_BINS:
+            m = (gw >= lo) & (gw < hi)
+            by[width_bin_name(lo, hi)] = float(found[m].mean()) if m.any() else float("nan")
+            nb[width_bin_name(lo, hi)] = int(m.sum())
+        big = gw >= 32
+        return {"fp_per_image_target": target, "threshold": float(t), "fp_per_image": float((us >= t).sum() / n_img),
+                "recall": float(found.mean()) if len(found) else float("nan"),
+                "recall_ge32": float(found[big].mean()) if big.any() else float("nan"), "by_width": by, "n_by_width": nb,
+                "by_class": by_class}
+
+    out = []
+    for f in fp_per_image:
+        k = int(np.floor(f * n_img))  # at most k unmatched detections in all
+        # lowest threshold keeping <= k unmatched: just above the (k+1)-th highest unmatched score
+        t = float(np.nextafter(us[k], np.inf)) if k < len(us) else 0.0
+        out.append(point(t, f))
+    for t in fixed_thresholds:
+        out.append(point(float(t), None))
+    return out
+
+
+def truth_metrics(gts, dets: Sequence[Dets], deployed: Sequence[Dets],
+                  nc_thresholds: Sequence[float] = (0.5,)) -> Dict:
+    """The issue-12 figures for one model on one set (see the section comment above).
+
+    Args:
+        gts: per image (boxes (N,4) xyxy px, labels (N,) canonical ids).
+        dets: per-class detections (several classes may sit on one face), for AP.
+        deployed: what the appliance keeps (one class per face), for recall and NC figures.
+        nc_thresholds: score thresholds at which NC recall/precision are reported.
+
+    Returns:
+        ``{"voc_AP50_<class>", "voc_mAP50_mask_no_mask", "voc_AP50_compliant", "voc_AP50_noncompliant",
+        "voc_AP50_2class" (their mean), "nc": [nc_operating_point ...], "face_recall": [...]}``.
+    """
+    out: Dict = {}
+    for k, name in enumerate(CLASS_NAMES):
+        out[f"voc_AP50_{name}"] = voc_ap(gts, dets, k)
+    out["voc_mAP50_mask_no_mask"] = float(np.nanmean([out["voc_AP50_mask"], out["voc_AP50_no_mask"]]))
+    g2 = [(b, two_class(l)) for b, l in gts]
+    d2 = [(b, s, two_class(c)) for b, s, c in dets]
+    out["voc_AP50_compliant"], out["voc_AP50_noncompliant"] = voc_ap(g2, d2, 0), voc_ap(g2, d2, 1)
+    out["voc_AP50_2class"] = float(np.nanmean([out["voc_AP50_compliant"], out["voc_AP50_noncompliant"]]))
+    out["nc"] = [nc_operating_point(gts, deployed, t) for t in nc_thresholds]
+    out["face_recall"] = face_recall_by_width(gts, deployed)
+    return out
+
+
+class UltraLightPeer:
+    """The Ultra-Light-Fast masked-face detector (Linzaer, MIT) as a comparison row.
+
+    Runs the authors' ONNX file where it lies (``../shared/weights/ultra-light``; never copied):
+    input (1, 3, 480, 640) RGB, plain resize, ``(px - 127) / 128``; outputs ``scores`` (1, P, 3)
+    softmax over (background, face, masked_face) and ``boxes`` (1, P, 4) normalised xyxy.
+    ``masked_face`` is reported as ``mask``, ``face`` as ``no_mask``; it never says
+    ``mask_incorrect``. Boxes are kept from ``conf`` and suppressed by hard NMS at IoU 0.3, the
+    authors' default.
+    """
+
+    def __init__(self, path: Path, threads: int = 1, conf: float = 0.05, nms_iou: float = 0.3):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.conf, self.nms_iou = conf, nms_iou
+
+    def __call__(self, img_bgr: np.ndarray) -> Tuple[Dets, Dets]:
+        """(H, W, 3) uint8 BGR -> (per-class detections, deployed detections) in image px."""
+        from edge.decoders import nms
+
+        h, w = img_bgr.shape[:2]
+        x = cv2.cvtColor(cv2.resize(img_bgr, (640, 480)), cv2.COLOR_BGR2RGB).astype(np.float32)
+        x = ((x - 127.0) / 128.0).transpose(2, 0, 1)[None]
+        scores, boxes = self.session.run(None, {self.input_name: x})
+        boxes = boxes[0] * np.array([w, h, w, h], np.float32)
+        probs = scores[0][:, 1:]  # (P, 2): face, masked_face
+        ours = np.array([1, 0], np.int64)  # face -> no_mask, masked_face -> mask
+
+        def keep(b, s, c):
+            m = s >= self.conf
+            b, s, c = b[m], s[m], c[m]
+            k = nms(b, s, self.nms_iou) if len(s) else np.zeros(0, np.int64)
+            return b[k].astype(np.float32), s[k].astype(np.float32), c[k]
+
+        per = [keep(boxes, probs[:, j], np.full(len(boxes), ours[j])) for j in range(2)]
+        per_class = tuple(np.concatenate(a) for a in zip(*per))
+        j = probs.argmax(1)
+        deployed = keep(boxes, probs[np.arange(len(j)), j], ours[j])
+        return per_class, deployed
+
+
+def evaluate_peer(peer: UltraLightPeer, samples) -> Dict:
+    """:func:`truth_metrics` (NC at 0.5) of a peer detector on ``samples``."""
+    gts = [(s.boxes, s.labels) for s in samples]
+    pc, dep = [], []
+    for s in samples:
+        a, b = peer(cv2.imread(str(s.image)))
+        pc.append(a); dep.append(b)
+    return {"n_images": len(samples), "model": "ultra-light RFB-640-masked_face-v2 (peer)", **truth_metrics(gts, pc, dep)}
 
 
 CLUSTER_SWEEP = [{"method": "nms", "iou_threshold": 0.4}, {"method": "nms", "iou_threshold": 0.5},
@@ -268,13 +513,16 @@ def main(argv=None) -> int:
     from models.data import read_dataset, split
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, type=Path, help="ONNX model file")
+    ap.add_argument("--model", type=Path, help="ONNX model file (or --peer)")
+    ap.add_argument("--peer", type=Path, help="instead of --model: the Ultra-Light masked-face ONNX "
+                    "(../shared/weights/ultra-light/RFB-640-masked_face-v2.onnx), measured by the same code")
     ap.add_argument("--data", required=True, type=Path, help="VOC or KITTI dataset folder")
     ap.add_argument("--split", default="val", choices=["val", "train", "all"])
     ap.add_argument("--out", type=Path, help="write the metrics JSON here")
     ap.add_argument("--plots", type=Path, help="folder for pr_curve.png and confusion_matrix.png")
     ap.add_argument("--min-recall", type=float, default=0.85, help="no_mask recall the threshold must keep")
     ap.add_argument("--cluster", choices=["dbscan", "nms"], help="override the model's clustering method")
+    ap.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
     ap.add_argument("--sweep", action="store_true", help="only compare clustering variants (AP table) and exit")
     ap.add_argument("--classifier", type=Path, help="secondary classifier .onnx (role: classifier): score the "
                     "detector + classifier cascade (models.evaluate_classifier); 'none': the same report for the "
@@ -282,30 +530,38 @@ def main(argv=None) -> int:
     ap.add_argument("--min-face", type=float, default=24.0, help="classifier: ground-truth crops >= this (px); "
                     "cascade: faces under this keep the detector's class")
     a = ap.parse_args(argv)
+    if (a.model is None) == (a.peer is None):
+        ap.error("give exactly one of --model and --peer")
     from edge.config import model_role
-    if model_role(a.model) == "classifier" or a.classifier:  # crop-level report / cascade: models.evaluate_classifier
-        from models import evaluate_classifier as ec
+    if a.model is not None and (model_role(a.model) == "classifier" or a.classifier):
+        from models import evaluate_classifier as ec  # crop-level report / cascade
         if a.classifier is None:
             return ec.main_crops(a.model, a.data, a.split, a.out, a.plots, a.min_face)
         return ec.main_cascade(a.model, None if str(a.classifier) == "none" else a.classifier, a.data, a.split, a.out,
                                a.min_face)
-    from edge.backends.onnxruntime import OnnxRuntimeBackend
-
-    backend = OnnxRuntimeBackend(a.model)
-    if a.cluster:
-        backend.meta.cluster["method"] = a.cluster
     samples = read_dataset(a.data)
     tr, va = split(samples)
     samples = {"val": va, "train": tr, "all": samples}[a.split]
+    if a.peer is not None:
+        return _write(evaluate_peer(UltraLightPeer(a.peer, a.threads or 1), samples), a.out)
+    from edge.backends.onnxruntime import OnnxRuntimeBackend
+
+    backend = OnnxRuntimeBackend(a.model, threads=a.threads)
+    if a.cluster:
+        backend.meta.cluster["method"] = a.cluster
     if a.sweep:
         for r in sweep_clustering(backend.infer, backend.meta, samples):
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}))
         return 0
     res = evaluate(backend.infer, backend.meta, samples, a.plots, a.min_recall)
+    return _write(res, a.out)
+
+
+def _write(res: Dict, out: Path = None) -> int:
     text = json.dumps(res, indent=1)
     print(text)
-    if a.out:
-        a.out.write_text(text)
+    if out:
+        out.write_text(text)
     return 0
 
 

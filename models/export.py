@@ -49,6 +49,7 @@ def load_checkpoint(path: Path):
 LOADERS: Dict[str, str] = {
     "detectnet_v2_pruned": "models.prune:load_pruned",
     "yolo": "models.nets.yolo:load_yolo",
+    "yunet_detector": "models.nets.yunet:load_yunet_detector",
 }
 
 
