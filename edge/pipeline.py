@@ -272,7 +272,7 @@ class Pipeline:
                     self.stages.add("classify", dt)
                     t0 += dt
                 alarms = self.policy.update(dets, self.tracker, frame)       # 4. alarm policy
-                still = self.tracker.stationary_mask(dets, frame.t)          #    posters: dimmed, not people
+                still = self.tracker.poster_mask(dets, frame.t)              #    posters: dimmed, not people
                 self.in_view = self._people_in_view(dets, still)
                 self._count(self.tracker.pop_finished())
                 self.stages.add("track_policy", time.perf_counter() - t0)
@@ -434,8 +434,9 @@ class Pipeline:
             self.speaker.play(ev.cls)
 
     def _people_in_view(self, dets, still: np.ndarray) -> Dict[str, int]:
-        """People in view now, per class: confirmed, not stationary tracks by their voted class (the
-        tracker has put the vote into ``class_id``); tentative boxes and posters are not people."""
+        """People in view now, per class: confirmed tracks by their voted class (the tracker has put the vote
+        into ``class_id``), except ``still`` (:meth:`Tracker.poster_mask`: stationary and never moved);
+        tentative boxes and posters are not people."""
         classes = self.detector.classes
         out = {c: 0 for c in classes}
         if dets.track_id is None:
@@ -449,7 +450,9 @@ class Pipeline:
         classes = self.detector.classes
         for tr in tracks:
             if self.policy.counts_as_person(tr.id):
-                self.counts.add(classes[tr.lifetime_class], tr.first_wall)
+                self.counts.add(classes[self.policy.person_class(tr.id, tr.lifetime_class)], tr.first_wall)
+            else:
+                self.policy.alarm_class.pop(tr.id, None)
 
     def _apply_reload(self) -> None:
         """SIGHUP: load the file again (in a :class:`ReloadJob` thread; this returns at once and is called

@@ -91,6 +91,8 @@ class AlarmPolicy:
         self._held = {}  # type: Dict[int, _Held]
         self._alarmed = {}  # type: Dict[int, Tuple[np.ndarray, float]]  # alarmed track -> (last box, last seen t)
         self.seen_frames = {}  # type: Dict[int, int]  # eligible frames per track, for the people counts
+        self.same_as = {}  # type: Dict[int, int]  # track -> the alarmed track it is the same person as
+        self.alarm_class = {}  # type: Dict[int, int]  # alarmed track -> the class it alarmed with
         self.configure(alarm, zone)
 
     def configure(self, alarm: AlarmConfig, zone: ZoneConfig) -> None:
@@ -129,6 +131,7 @@ class AlarmPolicy:
                 same = self.same_person(tid, dets.xyxy[i])
                 if same is not None:  # a broken track or a second box on an alarmed face: no second event
                     held.done = True
+                    self.same_as[tid] = same
                     self._alarmed[tid] = (dets.xyxy[i].copy(), frame.t)
                     log.info("track %d is the person of alarmed track %d: no second event", tid, same)
             if tracker.is_stationary(tr, frame.t):  # a poster: no alarm, no person; a pause restarts the hold
@@ -152,9 +155,11 @@ class AlarmPolicy:
             same = self.same_person(tid, dets.xyxy[i])
             self._alarmed[tid] = (dets.xyxy[i].copy(), frame.t)
             if same is not None:  # two boxes on one face qualified together: one event
+                self.same_as[tid] = same
                 log.info("track %d is the person of alarmed track %d: no second event", tid, same)
                 continue
             self.last_alarm_t = frame.t
+            self.alarm_class[tid] = int(cls)
             reason = self.silence_reason(frame.t, frame.wall)
             if reason is None:
                 self.last_sounded_t = frame.t
@@ -202,8 +207,18 @@ class AlarmPolicy:
 
     def counts_as_person(self, track_id: int) -> bool:
         """Whether an ended track was a person worth counting: eligible (size, zone) and not stationary
-        for at least ``alarm.min_frames`` frames (a poster is never a person). Forgets the track."""
-        return self.seen_frames.pop(track_id, 0) >= self.alarm.min_frames
+        for at least ``alarm.min_frames`` frames (a poster is never a person), and not a broken piece
+        or a second box of a person who alarmed on another track (:meth:`same_person`: counted once,
+        by that track). Forgets the track."""
+        seen = self.seen_frames.pop(track_id, 0)
+        if self.same_as.pop(track_id, None) is not None:
+            return False
+        return seen >= self.alarm.min_frames or track_id in self.alarm_class
+
+    def person_class(self, track_id: int, lifetime_class: int) -> int:
+        """The class a counted person is counted as: the class their alarm was raised for (what the
+        appliance told them and logged), else the track's lifetime vote. Forgets the track."""
+        return self.alarm_class.pop(track_id, lifetime_class)
 
     def banner_active(self, t: float) -> bool:
         """Whether the alarm banner shows at frame time ``t`` (``alarm.banner_s`` after the last sounded alarm)."""

@@ -299,6 +299,16 @@ class Tracker:
             out[i] = tr is not None and self.is_stationary(tr, t)
         return out
 
+    def poster_mask(self, dets: Detections, t: float) -> np.ndarray:
+        """(N,) bool: rows of a stationary confirmed track that has **never** moved (a poster, a photo):
+        drawn dimmed and not a person in view. A person who walked in and then stands still moved once,
+        so stays a person in view (and, judged already, alarms no more)."""
+        out = self.stationary_mask(dets, t)
+        for i in np.nonzero(out)[0]:
+            tr = self.get(int(dets.track_id[i]))
+            out[i] = tr is not None and tr.last_motion_t is None
+        return out
+
     def get(self, track_id: int) -> Optional[Track]:
         for tr in self.tracks:
             if tr.id == track_id:

@@ -213,3 +213,17 @@ def test_a_broken_track_or_a_second_box_on_the_same_face_gives_no_second_event()
     # a person coming back after more than tracker.max_age_s (1 s) is a new person
     events, _ = run([[a]] * 40 + [[]] * 40 + [[b]] * 100)
     assert [e.track_id for e in events] == [1, 2] and events[1].reason == "cooldown"
+
+
+def test_a_person_who_alarmed_is_counted_once_by_the_alarmed_class():
+    # the broken-track case above, counted: track 1 alarmed no_mask, track 2 (the same head) is not a second
+    # person; and a person whose lifetime detector vote drifts to another class (detectnet_v2_r18 on the man:
+    # nested mask_incorrect boxes outscored no_mask after his alarm) is counted as the class of his alarm
+    a, b = face(x=500), (420, 120, 720, 420, 0.8, 1)
+    events, pol = run([[a]] * 40 + [[]] * 3 + [[b]] * 100)
+    assert [e.track_id for e in events] == [1]
+    assert pol.counts_as_person(1) and pol.person_class(1, lifetime_class=2) == 1
+    assert not pol.counts_as_person(2), "the same person's second track is not a second person"
+    # not alarmed: counted by the lifetime vote
+    events, pol = run([[face(cls=0)]] * 100)
+    assert events == [] and pol.counts_as_person(1) and pol.person_class(1, lifetime_class=0) == 0
