@@ -127,8 +127,8 @@ def encode_detectnet_v2(boxes: np.ndarray, labels: np.ndarray, input_hw: Tuple[i
     return cov, bbox
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of (N, 4) and (M, 4) xyxy boxes -> (N, M) float32."""
+def _overlap(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, 4), (M, 4) xyxy boxes -> ((N, M) intersection areas, (N,) areas of a, (M,) areas of b), float32 px²."""
     a = np.asarray(a, np.float32).reshape(-1, 4)
     b = np.asarray(b, np.float32).reshape(-1, 4)
     # per coordinate (no (N, M, 2) temporaries, no np.prod): NMS calls this on every frame
@@ -137,6 +137,12 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.maximum(iw, 0) * np.maximum(ih, 0)
     area_a = np.maximum(a[:, 2] - a[:, 0], 0) * np.maximum(a[:, 3] - a[:, 1], 0)
     area_b = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
+    return inter, area_a, area_b
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of (N, 4) and (M, 4) xyxy boxes -> (N, M) float32."""
+    inter, area_a, area_b = _overlap(a, b)
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
@@ -304,13 +310,7 @@ def intersection_over_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     1.0 when one box lies wholly inside the other, whatever their sizes (IoU would be the area
     ratio); 0 for disjoint boxes; a degenerate (zero-area) box gives 0.
     """
-    a = np.asarray(a, np.float32).reshape(-1, 4)
-    b = np.asarray(b, np.float32).reshape(-1, 4)
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.maximum(iw, 0) * np.maximum(ih, 0)
-    area_a = np.maximum(a[:, 2] - a[:, 0], 0) * np.maximum(a[:, 3] - a[:, 1], 0)
-    area_b = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
+    inter, area_a, area_b = _overlap(a, b)
     smaller = np.minimum(area_a[:, None], area_b[None, :])
     return np.where(smaller > 0, inter / np.maximum(smaller, 1e-9), 0.0).astype(np.float32)
 

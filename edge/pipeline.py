@@ -451,8 +451,6 @@ class Pipeline:
         for tr in tracks:
             if self.policy.counts_as_person(tr.id):
                 self.counts.add(classes[self.policy.person_class(tr.id, tr.lifetime_class)], tr.first_wall)
-            else:
-                self.policy.alarm_class.pop(tr.id, None)
 
     def _apply_reload(self) -> None:
         """SIGHUP: load the file again (in a :class:`ReloadJob` thread; this returns at once and is called

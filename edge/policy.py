@@ -211,9 +211,11 @@ class AlarmPolicy:
         or a second box of a person who alarmed on another track (:meth:`same_person`: counted once,
         by that track). Forgets the track."""
         seen = self.seen_frames.pop(track_id, 0)
-        if self.same_as.pop(track_id, None) is not None:
-            return False
-        return seen >= self.alarm.min_frames or track_id in self.alarm_class
+        counted = self.same_as.pop(track_id, None) is None and (seen >= self.alarm.min_frames
+                                                              or track_id in self.alarm_class)
+        if not counted:
+            self.alarm_class.pop(track_id, None)
+        return counted
 
     def person_class(self, track_id: int, lifetime_class: int) -> int:
         """The class a counted person is counted as: the class their alarm was raised for (what the

@@ -55,7 +55,7 @@ from edge.model import ModelMeta, postprocess, preprocess
 from models import augment
 from models.data import Sample, class_counts, read_dataset, repeat_factors, split, write_split
 from models.evaluate import run_images, truth_metrics
-from models.losses import flatten_levels, giou_loss, kd_loss, yolo_decode_boxes
+from models.losses import flatten_levels, focal_objectness, giou_loss, kd_loss, yolo_decode_boxes
 from models.nets.yunet import STRIDES, YuNetDetector, load_yunet
 from models.train import EMA, plot_curves, seed_everything, warmup_cosine
 
@@ -149,13 +149,7 @@ def finetune_loss(pred: torch.Tensor, grid: torch.Tensor, tgt_box: torch.Tensor,
     pos = tgt_cls != -1
     known = tgt_cls >= 0
     n_pos = pos.sum().clamp(min=1).float()
-    obj_t = pos.float()
-    obj_l = pred[..., 4]
-    p = torch.sigmoid(obj_l)
-    ce = F.binary_cross_entropy_with_logits(obj_l, obj_t, reduction="none")
-    p_t = p * obj_t + (1 - p) * (1 - obj_t)
-    a_t = focal_alpha * obj_t + (1 - focal_alpha) * (1 - obj_t)
-    l_obj = (a_t * (1 - p_t) ** focal_gamma * ce * (~ignore).float()).sum() / n_pos
+    l_obj = focal_objectness(pred[..., 4], pos.float(), n_pos, focal_alpha, focal_gamma, keep=~ignore)
     if known.any():
         pk = pred[known]
         onehot = F.one_hot(tgt_cls[known], pk.shape[-1] - 5).float()

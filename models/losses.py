@@ -60,6 +60,27 @@ def giou_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 1.0 - (inter / union - (hull - union) / hull)
 
 
+def focal_objectness(obj_logits: torch.Tensor, obj_t: torch.Tensor, n_pos: torch.Tensor, alpha: float = 0.25,
+                     gamma: float = 2.0, keep: torch.Tensor = None) -> torch.Tensor:
+    """Sigmoid focal loss of the objectness (Lin et al., ICCV 2017, eq. 5), summed and divided by ``n_pos``.
+
+    Args:
+        obj_logits: (B, A) objectness logits; obj_t: (B, A) float targets in {0, 1}.
+        n_pos: scalar tensor, the number of positive cells (at least 1).
+        keep: (B, A) bool cells that count (None: all; ``False`` marks ignore regions).
+    """
+    import torch.nn.functional as F
+
+    p = torch.sigmoid(obj_logits)
+    ce = F.binary_cross_entropy_with_logits(obj_logits, obj_t, reduction="none")
+    p_t = p * obj_t + (1 - p) * (1 - obj_t)
+    a_t = alpha * obj_t + (1 - alpha) * (1 - obj_t)
+    loss = a_t * (1 - p_t) ** gamma * ce
+    if keep is not None:
+        loss = loss * keep.float()
+    return loss.sum() / n_pos
+
+
 def yolo_loss(pred: torch.Tensor, grid: torch.Tensor, tgt_box: torch.Tensor, tgt_cls: torch.Tensor,
               box_weight: float = 2.0, obj_weight: float = 1.0, cls_weight: float = 1.0,
               focal_alpha: float = 0.25, focal_gamma: float = 2.0) -> Tuple[torch.Tensor, Dict[str, float]]:
@@ -80,13 +101,7 @@ def yolo_loss(pred: torch.Tensor, grid: torch.Tensor, tgt_box: torch.Tensor, tgt
 
     pos = tgt_cls >= 0
     n_pos = pos.sum().clamp(min=1).float()
-    obj_t = pos.float()
-    obj_l = pred[..., 4]
-    p = torch.sigmoid(obj_l)
-    ce = F.binary_cross_entropy_with_logits(obj_l, obj_t, reduction="none")
-    p_t = p * obj_t + (1 - p) * (1 - obj_t)
-    a_t = focal_alpha * obj_t + (1 - focal_alpha) * (1 - obj_t)
-    l_obj = (a_t * (1 - p_t) ** focal_gamma * ce).sum() / n_pos
+    l_obj = focal_objectness(pred[..., 4], pos.float(), n_pos, focal_alpha, focal_gamma)
     if pos.any():
         pp = pred[pos]
         onehot = F.one_hot(tgt_cls[pos], pp.shape[-1] - 5).float()

@@ -107,3 +107,21 @@ def drain(sock: socket.socket) -> list:
             msgs.append(sock.recv(4096).decode())
         except socket.timeout:
             return msgs
+
+
+def video_frames(path: Path, every: int = 1):
+    """Yield ``(index, (H, W, 3) uint8 BGR frame)`` for every ``every``-th frame of the video at ``path``."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    i = 0
+    try:
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                return
+            if i % every == 0:
+                yield i, img
+            i += 1
+    finally:
+        cap.release()

@@ -1,14 +1,13 @@
 """One box per face: class-agnostic suppression of nested boxes after NMS (edge.decoders.suppress_nested)."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
 from edge.decoders import ClusterParams, intersection_over_smaller, nms, suppress_nested
 from edge.model import postprocess, preprocess
 
-from edge_helpers import REPO
+from edge_helpers import REPO, video_frames
 
 UNMASKED = REPO.parent / "shared" / "data" / "videos" / "unmasked-man-outdoor-720p.mp4"
 
@@ -45,19 +44,6 @@ def test_nested_boxes_of_different_size_keep_one_and_nms_alone_keeps_three():
     assert len(suppress_nested(boxes[:0], scores[:0], classes[:0], 0.7)[0]) == 0
 
 
-def frames(path, every: int):
-    cap = cv2.VideoCapture(str(path))
-    i = 0
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        if i % every == 0:
-            yield f
-        i += 1
-    cap.release()
-
-
 @pytest.mark.skipif(not BASELINE.is_file() or not UNMASKED.is_file(), reason="needs the baseline model and video")
 def test_no_nested_boxes_on_the_unmasked_man_with_the_baseline_model():
     from edge.backends.onnxruntime import OnnxRuntimeBackend
@@ -66,7 +52,7 @@ def test_no_nested_boxes_on_the_unmasked_man_with_the_baseline_model():
     meta = be.meta
     assert ClusterParams().nested_overlap == meta.cluster_params().nested_overlap == 0.7  # old model: the default
     nested_before = nested_after = 0
-    for f in frames(UNMASKED, 20):
+    for _, f in video_frames(UNMASKED, 20):
         x, lb = preprocess(f, meta)
         out = be.infer(x)
         wh = (f.shape[1], f.shape[0])
@@ -91,7 +77,7 @@ def test_the_released_default_gives_one_box_on_the_face_of_the_unmasked_man():
 
     be = OnnxRuntimeBackend(default_model_path(), threads=1)
     n = 0
-    for f in frames(UNMASKED, 10):
+    for _, f in video_frames(UNMASKED, 10):
         x, lb = preprocess(f, be.meta)
         b, s, c = postprocess(be.infer(x), be.meta, lb, (f.shape[1], f.shape[0]))
         keep = apply_thresholds(s, c, be.meta)

@@ -13,24 +13,18 @@ import sys
 import cv2
 import pytest
 
-from edge_helpers import REPO, maskwatch_cmd, run_env
+from edge_helpers import REPO, maskwatch_cmd, run_env, video_frames
 
 NETWORK_FAMILIES = re.compile(r"socket\((AF_INET|AF_INET6|AF_NETLINK|PF_INET|PF_INET6|PF_NETLINK)\b")
 
 
 def _frames_folder(src, folder, step=1):
     folder.mkdir()
-    cap = cv2.VideoCapture(str(src))
-    i = 0
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        if i % step == 0:
-            cv2.imwrite(str(folder / f"{i:04d}.jpg"), img)
-        i += 1
-    cap.release()
-    return i
+    n = 0
+    for i, img in video_frames(src, step):
+        cv2.imwrite(str(folder / f"{i:04d}.jpg"), img)
+        n += 1
+    return n
 
 
 def test_maskwatch_run_opens_no_network_socket_and_writes_nothing_under_home(tmp_path, videos):
