@@ -56,7 +56,7 @@ from models import augment
 from models.data import Sample, class_counts, read_dataset, repeat_factors, split, write_split
 from models.evaluate import run_images, truth_metrics
 from models.losses import flatten_levels, focal_objectness, giou_loss, kd_loss, yolo_decode_boxes
-from models.nets.yunet import STRIDES, YuNetDetector, load_yunet
+from models.nets.yunet import STRIDES, YuNetDetector, checkpoint_variant, load_yunet
 from models.train import EMA, plot_curves, seed_everything, warmup_cosine
 
 log = logging.getLogger("models.finetune")
@@ -282,7 +282,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--init", choices=["yunet", "scratch"], default="yunet")
     ap.add_argument("--init-ckpt", type=Path, help="start from this run's best.pt / last.pt EMA weights")
-    ap.add_argument("--yunet", type=Path, default=DEFAULT_YUNET, help="YuNet-n checkpoint (start and face teacher)")
+    ap.add_argument("--yunet", type=Path, default=DEFAULT_YUNET, help="YuNet checkpoint, n or s (start and face teacher)")
     ap.add_argument("--teacher", type=Path, help="3-class teacher ONNX (DetectNet_v2) for KD; omit for no KD")
     ap.add_argument("--teacher-cache", type=Path, help="teacher .npz (made from --teacher if missing)")
     ap.add_argument("--teacher-min-conf", type=float, default=0.5)
@@ -318,10 +318,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_model(args) -> YuNetDetector:
-    base = load_yunet(args.yunet) if args.init == "yunet" else None
-    model = YuNetDetector(len(CLASS_NAMES), base, cls_hidden=args.cls_hidden)
+    """The detector to train: from ``--init-ckpt`` (a finished run's EMA weights, its own variant), else
+    from the pretrained ``--yunet`` checkpoint (YuNet-n or -s, told by the file), else random
+    (``--init scratch``, the variant of ``--yunet``)."""
     if getattr(args, "init_ckpt", None):  # continue from a finished run's EMA weights (a second stage)
         ck = torch.load(args.init_ckpt, map_location="cpu", weights_only=False)
+        model = YuNetDetector(len(CLASS_NAMES), None, cls_hidden=args.cls_hidden,
+                              variant=ck["net"].get("variant", "n"))
         model.load_state_dict(ck["ema"])
         if model.cls_branch is not None:
             from models.nets.yunet import BRANCH_INIT_SCALE
@@ -329,7 +332,12 @@ def build_model(args) -> YuNetDetector:
                 for u in model.cls_branch:  # a branch saved dead (BN scale 0: no gradient) is revived
                     if float(u.bn.weight.abs().max()) == 0.0:
                         u.bn.weight.fill_(BRANCH_INIT_SCALE)
-    return model
+        return model
+    if args.init == "yunet":
+        return YuNetDetector(len(CLASS_NAMES), load_yunet(args.yunet), cls_hidden=args.cls_hidden)
+    sd = torch.load(args.yunet, map_location="cpu", weights_only=False)
+    return YuNetDetector(len(CLASS_NAMES), None, cls_hidden=args.cls_hidden,
+                         variant=checkpoint_variant(sd.get("state_dict", sd)))
 
 
 def fit(args: argparse.Namespace) -> List[Dict]:
@@ -369,7 +377,7 @@ def fit(args: argparse.Namespace) -> List[Dict]:
              sum(len(v) for v in unlabelled.values()) if unlabelled else 0)
     meta = detector_meta(args)
     model = build_model(args)
-    net_cfg = {"num_classes": len(CLASS_NAMES), "cls_hidden": bool(args.cls_hidden)}
+    net_cfg = {"num_classes": len(CLASS_NAMES), "cls_hidden": bool(args.cls_hidden), "variant": model.variant}
     params = YoloParams(STRIDES)
     ds = FaceSet(train_s, args.crop, teacher, unlabelled, args.pseudo, args.p_zoom, args.scale, args.seed, params)
     ds.set_random_seed(args.seed)

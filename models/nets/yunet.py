@@ -10,8 +10,11 @@ Architecture (as libfacedetection.train's ``configs/yunet_n.py``, re-written her
   and 5 give the stride-8, 16 and 32 features (64 channels each for YuNet-n);
 * neck (TFPN): top-down, ``f5 = L5(c5)``, ``f4 = L4(c4 + up(f5))``, ``f3 = L3(c3 + up(f4))`` with
   ``L`` one PW-DW unit per level and ``up`` 2x nearest upsampling;
-* head, per level: one shared PW-DW unit, then four output PW-DW units without BN:
-  class (1), box (4), objectness (1) and landmarks (10).
+* head, per level: one shared PW-DW unit (YuNet-n; YuNet-s has none), then four output PW-DW
+  units without BN: class (1), box (4), objectness (1) and landmarks (10).
+
+Variants (:data:`VARIANTS`): YuNet-n (75,856 parameters) and YuNet-s (54,608: stages 1-2 narrower,
+16 -> 32 -> 64 channels, and no shared head unit).
 
 Raw face outputs per cell ``(i, j)`` of a level of stride ``s`` (priors at ``(j s, i s)``, no
 half-cell offset): box centre ``(j + dx, i + dy) s``, size ``exp(dw) s, exp(dh) s``; face score
@@ -41,8 +44,12 @@ STRIDES: Tuple[int, ...] = (8, 16, 32)
 #: initial BatchNorm scale of the class branch (see :class:`YuNetDetector`)
 BRANCH_INIT_SCALE = 0.1
 #: (in, out) channels of backbone stages 1..5 and the stem (in, mid, out), per variant.
+#: ``shared``: whether the head has a shared PW-DW unit per level.
 VARIANTS: Dict[str, Dict] = {
-    "n": {"stem": (3, 16, 16), "stages": ((16, 64), (64, 64), (64, 64), (64, 64), (64, 64)), "neck": 64},
+    "n": {"stem": (3, 16, 16), "stages": ((16, 64), (64, 64), (64, 64), (64, 64), (64, 64)), "neck": 64,
+          "shared": True},
+    "s": {"stem": (3, 16, 16), "stages": ((16, 32), (32, 64), (64, 64), (64, 64), (64, 64)), "neck": 64,
+          "shared": False},
 }
 
 
@@ -70,6 +77,9 @@ class YuNet(nn.Module):
 
     def __init__(self, variant: str = "n"):
         super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown YuNet variant {variant!r}; known: {sorted(VARIANTS)}")
+        self.variant = variant
         v = VARIANTS[variant]
         ci, cm, co = v["stem"]
         self.stem_conv = nn.Conv2d(ci, cm, 3, 2, 1, bias=True)
@@ -78,7 +88,7 @@ class YuNet(nn.Module):
         self.stages = nn.ModuleList([nn.Sequential(PwDw(a, a), PwDw(a, b)) for a, b in v["stages"]])
         c = v["neck"]
         self.lateral = nn.ModuleList([PwDw(c, c) for _ in STRIDES])
-        self.shared = nn.ModuleList([PwDw(c, c) for _ in STRIDES])
+        self.shared = nn.ModuleList([PwDw(c, c) for _ in STRIDES]) if v["shared"] else None
         self.cls = nn.ModuleList([PwDw(c, 1, False) for _ in STRIDES])
         self.box = nn.ModuleList([PwDw(c, 4, False) for _ in STRIDES])
         self.obj = nn.ModuleList([PwDw(c, 1, False) for _ in STRIDES])
@@ -98,6 +108,8 @@ class YuNet(nn.Module):
         f5 = self.lateral[2](feats[2])
         f4 = self.lateral[1](feats[1] + F.interpolate(f5, scale_factor=2.0, mode="nearest"))
         f3 = self.lateral[0](feats[0] + F.interpolate(f4, scale_factor=2.0, mode="nearest"))
+        if self.shared is None:
+            return [f3, f4, f5]
         return [sh(f) for sh, f in zip(self.shared, (f3, f4, f5))]
 
     def forward(self, x: torch.Tensor) -> Dict[str, List[torch.Tensor]]:
@@ -132,15 +144,27 @@ def _rename(key: str) -> str:
     return key.replace(".conv1.", ".pw.").replace(".conv2.", ".dw.")
 
 
-def load_yunet(path: Union[str, Path], variant: str = "n") -> YuNet:
-    """Build :class:`YuNet` from a libfacedetection.train checkpoint (``yunet_n.pth``, mmdet format).
+def checkpoint_variant(sd: Dict[str, torch.Tensor]) -> str:
+    """The YuNet variant (``"n"`` or ``"s"``) of a libfacedetection.train ``state_dict``, told by
+    the width of backbone stage 1 (64 channels: n, 32: s). Raises ``KeyError`` for another layout."""
+    width = int(sd["backbone.model1.conv2.conv1.weight"].shape[0])
+    for name, v in VARIANTS.items():
+        if v["stages"][0][1] == width:
+            return name
+    raise KeyError(f"no YuNet variant has a stage-1 width of {width}")
+
+
+def load_yunet(path: Union[str, Path], variant: str = None) -> YuNet:
+    """Build :class:`YuNet` from a libfacedetection.train checkpoint (``yunet_n.pth`` or
+    ``yunet_s.pth``, mmdet format); ``variant`` None reads it from the checkpoint
+    (:func:`checkpoint_variant`).
 
     Every tensor of the checkpoint's ``state_dict`` must land in the model and every model tensor
     must be filled (strict), else ``KeyError`` / ``RuntimeError``. Returns the model in eval mode.
     """
     ck = torch.load(str(path), map_location="cpu", weights_only=False)
     sd = ck.get("state_dict", ck)
-    model = YuNet(variant)
+    model = YuNet(variant or checkpoint_variant(sd))
     model.load_state_dict({_rename(k): v for k, v in sd.items()}, strict=True)
     return model.eval()
 
@@ -178,14 +202,17 @@ class YuNetDetector(nn.Module):
         base: a pretrained :class:`YuNet` (its landmark heads are dropped), or None for random init.
         input_rgb01: the exported graph takes ``RGB / 255`` as every maskwatch model; the first
             layer converts to YuNet's BGR 0-255.
+        variant: ``"n"`` or ``"s"`` (:data:`VARIANTS`) when ``base`` is None; else ``base``'s.
 
     ``forward(x (B,3,H,W))`` returns a tuple of 3 tensors ``(B, 5 + C, H/s, W/s)``, s = 8, 16, 32.
     """
 
-    def __init__(self, num_classes: int = 3, base: YuNet = None, input_rgb01: bool = True, cls_hidden: bool = True):
+    def __init__(self, num_classes: int = 3, base: YuNet = None, input_rgb01: bool = True, cls_hidden: bool = True,
+                 variant: str = "n"):
         super().__init__()
         self.num_classes, self.input_rgb01, self.cls_hidden = num_classes, input_rgb01, cls_hidden
-        self.net = base if base is not None else YuNet()
+        self.net = base if base is not None else YuNet(variant)
+        self.variant = self.net.variant
         self.net.kps = None  # landmarks are not used
         c = self.net.cls[0].pw.in_channels
         # a class branch of its own (one PW-DW unit with BN + ReLU per level, identity-like start),
@@ -220,6 +247,7 @@ class YuNetDetector(nn.Module):
 
 def load_yunet_detector(ck: Dict) -> YuNetDetector:
     """Rebuild a trained :class:`YuNetDetector` from a training checkpoint (``models.export`` LOADERS)."""
-    m = YuNetDetector(ck["net"]["num_classes"], cls_hidden=ck["net"].get("cls_hidden", False))
+    m = YuNetDetector(ck["net"]["num_classes"], cls_hidden=ck["net"].get("cls_hidden", False),
+                      variant=ck["net"].get("variant", "n"))
     m.load_state_dict(ck["ema"])
     return m

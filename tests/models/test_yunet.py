@@ -1,4 +1,4 @@
-"""Our YuNet-n definition and loader reproduce the authors' ONNX on a real frame, and the YOLO-convention
+"""Our YuNet-n and YuNet-s definitions and loader reproduce the authors' ONNX files on a real frame, and the YOLO-convention
 wrapper decodes (through edge's own decoder) to the same face boxes as YuNet's own decoding."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from edge.decoders import ClusterParams, decode_yolo, nms
-from models.nets.yunet import STRIDES, YuNetDetector, load_yunet, onnx_layout
+from models.nets.yunet import STRIDES, YuNetDetector, checkpoint_variant, load_yunet, onnx_layout
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 PTH = SHARED / "weights" / "yunet" / "yunet_n.pth"
@@ -34,19 +34,31 @@ def yunet():
     return load_yunet(PTH)
 
 
-def test_loader_reproduces_the_onnx_outputs_on_a_real_frame(frame, yunet):
+@pytest.mark.parametrize("variant", ["n", "s"])
+def test_loader_reproduces_the_onnx_outputs_on_a_real_frame(frame, variant):
     import onnxruntime as ort
 
+    pth = SHARED / "weights" / "yunet" / f"yunet_{variant}.pth"
+    net = load_yunet(pth)
+    assert net.variant == variant  # told by the checkpoint itself
+    assert sum(p.numel() for p in net.parameters()) == {"n": 75856, "s": 54608}[variant]  # the README's counts
     x = frame.astype(np.float32).transpose(2, 0, 1)[None].copy()  # BGR 0-255, as the authors feed it
-    sess = ort.InferenceSession(str(ONNX), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(pth.with_name(f"yunet_{variant}_dynamic.onnx")), providers=["CPUExecutionProvider"])
     ref = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input": x})))
     with torch.no_grad():
-        ours = {k: v.numpy() for k, v in onnx_layout(yunet(torch.from_numpy(x))).items()}
+        ours = {k: v.numpy() for k, v in onnx_layout(net(torch.from_numpy(x))).items()}
     assert set(ours) == set(ref) and len(ref) == 12
     worst = max(float(np.abs(ref[k] - ours[k]).max()) for k in ref)
-    print(f"YuNet-n: max abs difference to the ONNX over 12 outputs = {worst:.2e}")
+    print(f"YuNet-{variant}: max abs difference to the ONNX over 12 outputs = {worst:.2e}")
     assert worst < 1e-4
     assert max(float((ref[f"cls_{s}"] * ref[f"obj_{s}"]).max()) for s in STRIDES) > 0.8  # it sees the face
+
+
+def test_variant_of_a_foreign_checkpoint_is_refused():
+    sd = torch.load(str(PTH), map_location="cpu", weights_only=False)["state_dict"]
+    sd = dict(sd, **{"backbone.model1.conv2.conv1.weight": torch.zeros(48, 16, 1, 1)})
+    with pytest.raises(KeyError, match="width of 48"):
+        checkpoint_variant(sd)
 
 
 def test_yolo_convention_wrapper_decodes_like_yunet(frame, yunet):
