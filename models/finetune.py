@@ -56,7 +56,7 @@ from models import augment
 from models.data import Sample, class_counts, read_dataset, repeat_factors, split, write_split
 from models.evaluate import run_images, truth_metrics
 from models.losses import flatten_levels, focal_objectness, giou_loss, kd_loss, yolo_decode_boxes
-from models.nets.yunet import STRIDES, YuNetDetector, checkpoint_variant, load_yunet
+from models.nets.yunet import STRIDES, PwDw, YuNetDetector, checkpoint_variant, load_yunet
 from models.train import EMA, plot_curves, seed_everything, warmup_cosine
 
 log = logging.getLogger("models.finetune")
@@ -129,7 +129,8 @@ def load_faces(path: Path) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
 
 def finetune_loss(pred: torch.Tensor, grid: torch.Tensor, tgt_box: torch.Tensor, tgt_cls: torch.Tensor,
                   ignore: torch.Tensor, box_weight: float = 2.0, obj_weight: float = 1.0, cls_weight: float = 1.0,
-                  focal_alpha: float = 0.25, focal_gamma: float = 2.0) -> Tuple[torch.Tensor, Dict[str, float]]:
+                  focal_alpha: float = 0.25, focal_gamma: float = 2.0, cls_pos_weight: Sequence[float] = None
+                  ) -> Tuple[torch.Tensor, Dict[str, float]]:
     """Hard-label loss with pseudo-labels and ignore regions.
 
     As :func:`models.losses.yolo_loss` (focal objectness over all cells / P, class BCE and
@@ -140,6 +141,9 @@ def finetune_loss(pred: torch.Tensor, grid: torch.Tensor, tgt_box: torch.Tensor,
             (objectness and box targets, no class target); -1 background.
         ignore: (B, A) bool: cells left out of the objectness loss (unlabelled teacher faces with
             ``--pseudo ignore``).
+        cls_pos_weight: (C,) weight of each class's positive term in the class BCE (``pos_weight`` of
+            ``binary_cross_entropy_with_logits``); None = 1. A rare class (``mask_incorrect``: 118 of
+            3,535 training faces) otherwise never wins the decoder's arg-max over classes.
 
     Returns:
         (scalar loss, {"box", "obj", "cls": float}).
@@ -153,7 +157,8 @@ def finetune_loss(pred: torch.Tensor, grid: torch.Tensor, tgt_box: torch.Tensor,
     if known.any():
         pk = pred[known]
         onehot = F.one_hot(tgt_cls[known], pk.shape[-1] - 5).float()
-        l_cls = F.binary_cross_entropy_with_logits(pk[:, 5:], onehot, reduction="sum") / n_pos
+        pw = None if cls_pos_weight is None else torch.as_tensor(cls_pos_weight, dtype=pk.dtype)
+        l_cls = F.binary_cross_entropy_with_logits(pk[:, 5:], onehot, reduction="sum", pos_weight=pw) / n_pos
     else:
         l_cls = pred.sum() * 0.0
     if pos.any():
@@ -295,6 +300,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--faces-cache", type=Path, help="YuNet face predictions .npz (made if missing)")
     ap.add_argument("--no-cls-hidden", dest="cls_hidden", action="store_false",
                     help="class head straight on the shared features (no class branch of its own)")
+    ap.add_argument("--cls-depth", type=int, default=1, help="PW-DW units in the class branch")
+    ap.add_argument("--cls-pos-weight", type=float, nargs=3, metavar=("MASK", "NO_MASK", "MASK_INCORRECT"),
+                    help="positive weight per class in the class BCE (default 1 1 1)")
     ap.add_argument("--rfs", type=float, default=0.3, help="repeat-factor sampling threshold (0: uniform)")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--batch", type=int, default=16)
@@ -324,20 +332,22 @@ def build_model(args) -> YuNetDetector:
     if getattr(args, "init_ckpt", None):  # continue from a finished run's EMA weights (a second stage)
         ck = torch.load(args.init_ckpt, map_location="cpu", weights_only=False)
         model = YuNetDetector(len(CLASS_NAMES), None, cls_hidden=args.cls_hidden,
-                              variant=ck["net"].get("variant", "n"))
+                              variant=ck["net"].get("variant", "n"), cls_depth=ck["net"].get("cls_depth", 1))
         model.load_state_dict(ck["ema"])
         if model.cls_branch is not None:
             from models.nets.yunet import BRANCH_INIT_SCALE
             with torch.no_grad():
-                for u in model.cls_branch:  # a branch saved dead (BN scale 0: no gradient) is revived
+                for b in model.cls_branch:  # a branch saved dead (BN scale 0: no gradient) is revived
+                    u = b if isinstance(b, PwDw) else b[-1]
                     if float(u.bn.weight.abs().max()) == 0.0:
                         u.bn.weight.fill_(BRANCH_INIT_SCALE)
         return model
     if args.init == "yunet":
-        return YuNetDetector(len(CLASS_NAMES), load_yunet(args.yunet), cls_hidden=args.cls_hidden)
+        return YuNetDetector(len(CLASS_NAMES), load_yunet(args.yunet), cls_hidden=args.cls_hidden,
+                             cls_depth=args.cls_depth)
     sd = torch.load(args.yunet, map_location="cpu", weights_only=False)
     return YuNetDetector(len(CLASS_NAMES), None, cls_hidden=args.cls_hidden,
-                         variant=checkpoint_variant(sd.get("state_dict", sd)))
+                         variant=checkpoint_variant(sd.get("state_dict", sd)), cls_depth=args.cls_depth)
 
 
 def fit(args: argparse.Namespace) -> List[Dict]:
@@ -377,7 +387,8 @@ def fit(args: argparse.Namespace) -> List[Dict]:
              sum(len(v) for v in unlabelled.values()) if unlabelled else 0)
     meta = detector_meta(args)
     model = build_model(args)
-    net_cfg = {"num_classes": len(CLASS_NAMES), "cls_hidden": bool(args.cls_hidden), "variant": model.variant}
+    net_cfg = {"num_classes": len(CLASS_NAMES), "cls_hidden": bool(args.cls_hidden), "variant": model.variant,
+               "cls_depth": model.cls_depth}
     params = YoloParams(STRIDES)
     ds = FaceSet(train_s, args.crop, teacher, unlabelled, args.pseudo, args.p_zoom, args.scale, args.seed, params)
     ds.set_random_seed(args.seed)
@@ -416,7 +427,7 @@ def fit(args: argparse.Namespace) -> List[Dict]:
         n = 0
         for x, tgt_box, tgt_cls, ignore, t_box, t_logits, t_conf, t_cell_w in dl:
             pred = flatten_levels(model(x))
-            hard, parts = finetune_loss(pred, grid, tgt_box, tgt_cls, ignore)
+            hard, parts = finetune_loss(pred, grid, tgt_box, tgt_cls, ignore, cls_pos_weight=args.cls_pos_weight)
             loss = hard
             if distil:
                 kd, kparts = kd_loss(pred, grid, t_box, t_logits, t_conf, t_cell_w, args.kd_t, None,

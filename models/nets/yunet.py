@@ -203,12 +203,14 @@ class YuNetDetector(nn.Module):
         input_rgb01: the exported graph takes ``RGB / 255`` as every maskwatch model; the first
             layer converts to YuNet's BGR 0-255.
         variant: ``"n"`` or ``"s"`` (:data:`VARIANTS`) when ``base`` is None; else ``base``'s.
+        cls_hidden: give the classes a branch of their own (residual PW-DW units on the head features).
+        cls_depth: PW-DW units in that branch.
 
     ``forward(x (B,3,H,W))`` returns a tuple of 3 tensors ``(B, 5 + C, H/s, W/s)``, s = 8, 16, 32.
     """
 
     def __init__(self, num_classes: int = 3, base: YuNet = None, input_rgb01: bool = True, cls_hidden: bool = True,
-                 variant: str = "n"):
+                 variant: str = "n", cls_depth: int = 1):
         super().__init__()
         self.num_classes, self.input_rgb01, self.cls_hidden = num_classes, input_rgb01, cls_hidden
         self.net = base if base is not None else YuNet(variant)
@@ -217,12 +219,8 @@ class YuNetDetector(nn.Module):
         c = self.net.cls[0].pw.in_channels
         # a class branch of its own (one PW-DW unit with BN + ReLU per level, identity-like start),
         # so that mask / no_mask features can form without pulling the pretrained box features
-        self.cls_branch = nn.ModuleList([PwDw(c, c) for _ in STRIDES]) if cls_hidden else None
-        if cls_hidden:
-            for u in self.cls_branch:
-                # small, not zero: the branch adds little at the start (the face class is nearly kept);
-                # a zero BN scale before the ReLU would never get a gradient (dead branch)
-                nn.init.constant_(u.bn.weight, BRANCH_INIT_SCALE)
+        self.cls_depth = cls_depth
+        self.cls_branch = nn.ModuleList([self._branch(c, cls_depth) for _ in STRIDES]) if cls_hidden else None
         self.cls3 = nn.ModuleList([PwDw(c, num_classes, False) for _ in STRIDES])
         if base is not None:  # every class starts as the face class: score = YuNet's face score
             with torch.no_grad():
@@ -231,6 +229,15 @@ class YuNetDetector(nn.Module):
                     new.pw.bias.copy_(old.pw.bias.repeat(num_classes))
                     new.dw.weight.copy_(old.dw.weight.repeat(num_classes, 1, 1, 1))
                     new.dw.bias.copy_(old.dw.bias.repeat(num_classes))
+
+    @staticmethod
+    def _branch(c: int, depth: int) -> nn.Module:
+        """``depth`` PW-DW units (one is the unit itself, for the checkpoints of 1.0.0). The last unit's
+        BatchNorm scale starts small, not zero: the branch adds little at the start (the face class is
+        nearly kept), and a zero scale before the ReLU would never get a gradient (a dead branch)."""
+        units = [PwDw(c, c) for _ in range(depth)]
+        nn.init.constant_(units[-1].bn.weight, BRANCH_INIT_SCALE)
+        return units[0] if depth == 1 else nn.Sequential(*units)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if self.input_rgb01:
@@ -248,6 +255,6 @@ class YuNetDetector(nn.Module):
 def load_yunet_detector(ck: Dict) -> YuNetDetector:
     """Rebuild a trained :class:`YuNetDetector` from a training checkpoint (``models.export`` LOADERS)."""
     m = YuNetDetector(ck["net"]["num_classes"], cls_hidden=ck["net"].get("cls_hidden", False),
-                      variant=ck["net"].get("variant", "n"))
+                      variant=ck["net"].get("variant", "n"), cls_depth=ck["net"].get("cls_depth", 1))
     m.load_state_dict(ck["ema"])
     return m

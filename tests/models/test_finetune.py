@@ -115,3 +115,38 @@ def test_class_branch_learns_from_the_first_step():
     for u in m.cls_branch:
         assert float(u.bn.weight.detach()[0]) == pytest.approx(BRANCH_INIT_SCALE)
         assert float(u.bn.weight.grad.abs().sum()) > 0
+
+
+def test_deeper_class_branch_learns_from_the_first_step_and_round_trips():
+    from models.nets.yunet import BRANCH_INIT_SCALE, YuNetDetector, load_yunet_detector
+
+    torch.manual_seed(0)
+    m = YuNetDetector(3, cls_depth=2).train()
+    out = m(torch.rand(2, 3, 64, 64))
+    sum(o[:, 5:].sum() for o in out).backward()
+    for b in m.cls_branch:
+        assert len(b) == 2
+        assert float(b[-1].bn.weight.detach()[0]) == pytest.approx(BRANCH_INIT_SCALE)
+        assert float(b[0].bn.weight.grad.abs().sum()) > 0 and float(b[-1].bn.weight.grad.abs().sum()) > 0
+    m.eval()
+    again = load_yunet_detector({"net": {"num_classes": 3, "cls_hidden": True, "cls_depth": 2}, "ema": m.state_dict()})
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(m(x), again.eval()(x)))
+
+
+def test_class_positive_weight_scales_the_rare_class_term_only():
+    grid = _grid()
+    A = grid.shape[0]
+    torch.manual_seed(0)
+    pred = torch.randn(1, A, 8) * 0.1
+    tgt_box = torch.zeros(1, A, 4)
+    tgt_box[0, :2] = torch.tensor([0.0, 0.0, 8.0, 8.0])
+    no_ign = torch.zeros(1, A, dtype=torch.bool)
+    cls = torch.full((1, A), -1, dtype=torch.long)
+    cls[0, 0] = 2  # mask_incorrect
+    _, base = finetune_loss(pred, grid, tgt_box, cls, no_ign)
+    _, w = finetune_loss(pred, grid, tgt_box, cls, no_ign, cls_pos_weight=[1.0, 1.0, 4.0])
+    _, same = finetune_loss(pred, grid, tgt_box, cls, no_ign, cls_pos_weight=[4.0, 4.0, 1.0])
+    assert w["cls"] > base["cls"] * 1.5      # the mask_incorrect positive counts 4x
+    assert same["cls"] == pytest.approx(base["cls"])  # weights of absent positives change nothing
