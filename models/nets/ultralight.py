@@ -235,3 +235,95 @@ def reference_outputs(model: UltraLightRFB, x: torch.Tensor) -> Tuple[torch.Tens
     conf, loc = model(x)
     pri = torch.from_numpy(priors((x.shape[3], x.shape[2])))
     return F.softmax(conf, dim=2), decode_boxes(loc, pri)
+
+
+# --------------------------------------------------------------------------------------------
+# The 3-class mask detector built on it
+# --------------------------------------------------------------------------------------------
+
+#: logit offset of the new ``mask_incorrect`` class at initialisation: ln(0.03), its share of the
+#: training faces (121 of 4,021 labels in the first release of the training photos).
+MASK_INCORRECT_BIAS = float(np.log(0.03))
+
+
+def _remap_class_conv(new: nn.Conv2d, old: nn.Conv2d, anchors: int) -> None:
+    """Copy a pretrained class conv (``anchors * 3`` outputs: background, face, masked_face per prior)
+    into one with ``anchors * 4`` outputs (background, mask, no_mask, mask_incorrect): background <-
+    background, mask <- masked_face, no_mask <- face, mask_incorrect <- the mean of face and masked_face
+    with the bias lowered by :data:`MASK_INCORRECT_BIAS` (see :class:`UltraLightDetector`)."""
+    k_old = old.out_channels // anchors
+    k_new = new.out_channels // anchors
+    if k_old != 3 or k_new != 4:
+        raise ValueError(f"class remap needs 3 pretrained and 4 new classes per prior, got {k_old} and {k_new}")
+    wo = old.weight.view(anchors, 3, *old.weight.shape[1:])
+    bo = old.bias.view(anchors, 3)
+    w = torch.stack([wo[:, 0], wo[:, 2], wo[:, 1], (wo[:, 1] + wo[:, 2]) / 2], 1)
+    b = torch.stack([bo[:, 0], bo[:, 2], bo[:, 1], (bo[:, 1] + bo[:, 2]) / 2 + MASK_INCORRECT_BIAS], 1)
+    with torch.no_grad():
+        new.weight.copy_(w.reshape(new.weight.shape))
+        new.bias.copy_(b.reshape(-1))
+
+
+class UltraLightDetector(nn.Module):
+    """The RFB SSD with a (background + C)-class softmax head, in maskwatch's input convention, with
+    the prior decoding inside the graph (edge decoder ``"ssd"``, :func:`edge.decoders.decode_ssd`).
+
+    Args:
+        num_classes: C (3: ``mask``, ``no_mask``, ``mask_incorrect``).
+        base: a pretrained 3-way :class:`UltraLightRFB` (background, face, masked_face) or None (random
+            initialisation). Backbone, extra layer, regression headers and the class headers' depthwise
+            convs are copied; the class output convs are remapped per prior: background <- background,
+            ``mask`` <- masked_face, ``no_mask`` <- face, and ``mask_incorrect`` (a mask worn under the
+            nose or chin: a mask *and* an uncovered nose or mouth, between the two pretrained classes)
+            <- the mean of the face and masked_face weights, its bias lowered by ln(0.03) (its share of
+            the training faces) so that at the start it takes little probability from the other two and
+            the zero-shot mask / no_mask scores stay close to the pretrained ones.
+        input_rgb01: the graph takes ``RGB / 255`` as every maskwatch model and its first op converts to
+            the pretrained ``(px - 127) / 128``.
+
+    ``forward(x (B, 3, H, W) float32)`` returns ``(scores (B, P, 1 + C) softmax, background first;
+    boxes (B, P, 4) float32 xyxy in input px)``, P = :func:`num_priors` ``(W, H)``; any H, W.
+    :meth:`raw` gives the training outputs.
+    """
+
+    def __init__(self, num_classes: int = 3, base: UltraLightRFB = None, input_rgb01: bool = True):
+        super().__init__()
+        self.num_classes, self.input_rgb01 = num_classes, input_rgb01
+        self.net = UltraLightRFB(1 + num_classes)
+        self._priors = {}
+        if base is not None:
+            sd = {k: v for k, v in base.state_dict().items() if not k.startswith("classification_headers.")}
+            missing, unexpected = self.net.load_state_dict(sd, strict=False)
+            assert not unexpected and all(k.startswith("classification_headers.") for k in missing)
+            for k, (new, old) in enumerate(zip(self.net.classification_headers, base.classification_headers)):
+                a = len(MIN_BOXES[k])
+                if isinstance(new, nn.Sequential):  # separable: depthwise copied, 1x1 remapped
+                    new[0].load_state_dict(old[0].state_dict())
+                    _remap_class_conv(new[2], old[2], a)
+                else:
+                    _remap_class_conv(new, old, a)
+
+    def priors(self, w: int, h: int) -> torch.Tensor:
+        """(P, 4) float32 normalised ``(cx, cy, w, h)`` priors for a W x H input (cached)."""
+        if (w, h) not in self._priors:
+            self._priors[(w, h)] = torch.from_numpy(priors((w, h)))
+        return self._priors[(w, h)]
+
+    def raw(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(conf (B, P, 1 + C) logits, loc (B, P, 4) raw SSD offsets, priors (P, 4))`` for input as forward."""
+        if self.input_rgb01:
+            x = x * (255.0 / STD) - MEAN / STD
+        conf, loc = self.net(x)
+        return conf, loc, self.priors(int(x.shape[3]), int(x.shape[2]))
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        conf, loc, pri = self.raw(x)
+        scale = torch.tensor([x.shape[3], x.shape[2], x.shape[3], x.shape[2]], dtype=loc.dtype)
+        return F.softmax(conf, dim=2), decode_boxes(loc, pri) * scale
+
+
+def load_ultralight_detector(ck) -> UltraLightDetector:
+    """Rebuild a trained :class:`UltraLightDetector` from a training checkpoint (``models.export`` LOADERS)."""
+    m = UltraLightDetector(ck["net"]["num_classes"])
+    m.load_state_dict(ck["ema"])
+    return m

@@ -64,3 +64,51 @@ def test_loader_reproduces_the_onnx_outputs_on_a_real_photo():
         k = int(np.argmax(box_iou(gt[None], px)[0] * scores[0, :, 1:].max(1)))
         assert box_iou(gt[None], px[k:k + 1])[0, 0] > 0.5
         assert scores[0, k, 1:].argmax() == {0: 1, 1: 0}[int(label)]  # ours: 0 mask, 1 no_mask
+
+
+def test_three_class_detector_starts_from_the_pretrained_classes_and_exports(tmp_path):
+    import onnx
+
+    from edge.backends.onnxruntime import OnnxRuntimeBackend
+    from edge.model import METADATA_KEY, postprocess, preprocess
+    from models.export import export_onnx, load_checkpoint, parity
+    from models.finetune_ssd import ARCH, detector_meta
+    from models.nets.ultralight import UltraLightDetector
+
+    base = load_ultralight(PTH)
+    det = UltraLightDetector(3, base).eval()
+    sample = next(s for s in read_dataset(DATA) if s.image.stem == PHOTO)
+    img = cv2.imread(str(sample.image))
+    x = cv2.cvtColor(cv2.resize(img, (640, 480)), cv2.COLOR_BGR2RGB).astype(np.float32)
+    with torch.no_grad():
+        ref_scores, ref_boxes = reference_outputs(base, torch.from_numpy(((x - MEAN) / STD).transpose(2, 0, 1)[None].copy()))
+        scores, boxes = det(torch.from_numpy((x / 255.0).transpose(2, 0, 1)[None].copy()))  # RGB / 255
+    # same boxes; background kept, mask = masked_face and no_mask = face up to the softmax's new denominator
+    assert torch.allclose(boxes / torch.tensor([640, 480, 640, 480.0]), ref_boxes, atol=1e-5)
+    faces = ref_scores[0, :, 1:].sum(1) > 0.5
+    ratio = scores[0, faces, 1:3] / ref_scores[0, faces][:, [2, 1]]
+    assert float(ratio.min()) > 0.9 and float(ratio.max()) <= 1.0 + 1e-5
+    assert float(scores[0, faces, 3].max()) < 0.1  # mask_incorrect starts rare
+
+    ck = {"arch": ARCH, "net": {"num_classes": 3}, "ema": det.state_dict(), "meta": detector_meta().to_json()}
+    torch.save(ck, tmp_path / "best.pt")
+    model, meta = load_checkpoint(tmp_path / "best.pt")
+    meta.version = "0.0.1"
+    out = export_onnx(model, meta, tmp_path / "m.onnx", fp16_weights=False)
+    assert out.stat().st_size <= 10e6
+    m = onnx.load(str(out))
+    onnx.checker.check_model(m)
+    assert METADATA_KEY in {p.key for p in m.metadata_props}
+    images = [sample.image] + sorted((DATA / "images").glob("*.jpg"))[:2]
+    diff = parity(model, out, images)
+    print("Ultra-Light detector, torch vs ONNX Runtime:", diff)
+    assert diff["scores_max_abs"] < 1e-4 and diff["boxes_max_abs"] < 1e-2  # px at 640x352
+    be = OnnxRuntimeBackend(out)
+    assert be.meta.decoder == "ssd" and be.meta.output_roles == ["scores", "boxes"]
+    xin, lb = preprocess(img, be.meta)
+    b, s, c = postprocess(be.infer(xin), be.meta, lb, (img.shape[1], img.shape[0]))
+    top = s >= 0.5
+    assert top.sum() == 2  # one box on each of the two faces, zero-shot
+    iou = box_iou(sample.boxes, b[top])
+    assert (iou.max(1) > 0.4).all()
+    assert sorted(c[top][iou.argmax(1)].tolist()) == sorted(sample.labels.tolist())
