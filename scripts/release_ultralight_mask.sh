@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Export, evaluate (validation split and ilc2021-dev), benchmark and release a models.finetune_ssd checkpoint (the Ultra-Light RFB SSD).
 #   scripts/release_ultralight_mask.sh RUN_DIR VERSION [OUT_DIR]
-# OUT_DIR defaults to models/ultralight_mask. ilc2021-dev is measured only: thresholds come from the
+# OUT_DIR defaults to models/ultralight_mask. STAGE1=RUN_DIR of the first stage also copies its history
+# (history_stage1.json). ilc2021-dev is measured only: thresholds come from the
 # validation split (models.evaluate on the training photos' md5 split).
 set -euo pipefail
 run=${1:?usage: $0 RUN_DIR VERSION [OUT_DIR]}
@@ -21,3 +22,4 @@ mkdir -p "$out"
 cp "$run/curves.png" "$out/training_curves.png"
 cp "$run/split.json" "$out/split.json"
 cp "$run/history.json" "$out/history.json"
+if [ -n "${STAGE1:-}" ]; then cp "$STAGE1/history.json" "$out/history_stage1.json"; fi
