@@ -496,3 +496,53 @@ def decode_yolo(levels, input_hw: Tuple[int, int], params: YoloParams = YoloPara
         m[np.argsort(-np.where(m, scores, -1.0), kind="stable")[10 * cluster.max_detections:]] = False
     boxes = yolo_boxes(p[m, :4], cx[m], cy[m], st[m], params)
     return cluster_boxes(boxes, scores[m], c[m].astype(np.int64), cluster)
+
+
+# --------------------------------------------------------------------------------------------
+# SSD (Liu et al., "SSD: Single Shot MultiBox Detector", ECCV 2016): the Ultra-Light RFB detector
+# (models/nets/ultralight.py). The graph decodes its priors itself: per prior a softmax over
+# background + C classes and one box in input px; the decoder only selects and suppresses.
+# --------------------------------------------------------------------------------------------
+
+
+def decode_ssd(scores: np.ndarray, boxes: np.ndarray,
+               cluster: ClusterParams = ClusterParams(method="nms", iou_threshold=0.5)
+               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SSD outputs for one image -> per-class detections in input px (SSD's test-time step, Sec. 2.2).
+
+    Every prior proposes one box for every class whose softmax score reaches
+    ``cluster.conf_threshold`` (column 0, background, is never a detection); at most
+    ``10 * cluster.max_detections`` best proposals are kept, then clustered per class by
+    ``cluster.method`` (NMS at ``cluster.iou_threshold``). The class-agnostic NMS and
+    :func:`suppress_nested` (one box per face) follow in :func:`edge.model.postprocess`, as for the
+    other decoders.
+
+    Args:
+        scores: (P, 1 + C) float32 softmax, background first (a leading batch axis of 1 is accepted).
+        boxes: (P, 4) float32 xyxy in input px (batch axis of 1 accepted).
+
+    Returns:
+        ``(boxes (K, 4) float32 xyxy in input px, scores (K,) float32, classes (K,) int64)``, class ids
+        ``0..C-1`` (the score column minus one), best first.
+
+    Raises:
+        ValueError: when scores and boxes disagree in shape.
+    """
+    scores = np.asarray(scores, np.float32)
+    boxes = np.asarray(boxes, np.float32)
+    if scores.ndim == 3:
+        scores, boxes = scores[0], boxes[0]
+    if scores.ndim != 2 or scores.shape[1] < 2 or boxes.shape != (scores.shape[0], 4):
+        raise ValueError(f"SSD outputs must be scores (P, 1 + C) and boxes (P, 4), got {scores.shape} and {boxes.shape}")
+    p_idx, c_idx = np.nonzero(scores[:, 1:] >= cluster.conf_threshold)
+    if len(p_idx) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    s = scores[p_idx, c_idx + 1]
+    cap = 10 * cluster.max_detections
+    if len(s) > cap:  # bound the NMS cost
+        k = np.argsort(-s, kind="stable")[:cap]
+        p_idx, c_idx, s = p_idx[k], c_idx[k], s[k]
+    b = boxes[p_idx].copy()
+    b[:, 2] = np.maximum(b[:, 2], b[:, 0] + 1e-3)
+    b[:, 3] = np.maximum(b[:, 3], b[:, 1] + 1e-3)
+    return cluster_boxes(b, s.astype(np.float32), c_idx.astype(np.int64), cluster)

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 from edge.decoders import (ClusterParams, DetectNetV2Params, YoloParams, class_agnostic_nms, decode_detectnet_v2,
-                           decode_yolo, suppress_nested)
+                           decode_ssd, decode_yolo, suppress_nested)
 from edge.preprocess import Letterbox, letterbox, to_tensor, unletterbox_boxes
 
 METADATA_KEY = "maskwatch"
@@ -29,9 +29,11 @@ class ModelMeta:
         color: channel order fed to the network, ``"RGB"`` or ``"BGR"``.
         mean, std: per-channel normalisation in 0-255 pixel units: ``(px - mean) / std``.
         resize: ``"letterbox"`` or ``"stretch"``.
-        decoder: ``"detectnet_v2"`` or ``"yolo"``.
+        decoder: ``"detectnet_v2"``, ``"yolo"`` or ``"ssd"`` (:func:`edge.decoders.decode_ssd`: the graph
+            decodes its SSD priors itself).
         outputs: decoder role -> ONNX output name: ``coverage``, ``bbox`` for DetectNet_v2;
-            ``p8``, ``p16``, ``p32`` (one per level, finest first) for YOLO.
+            ``p8``, ``p16``, ``p32`` (one per level, finest first) for YOLO; ``scores`` (1, P, 1 + C)
+            softmax with background first and ``boxes`` (1, P, 4) xyxy in input px for SSD.
         stride, bbox_norm, cov_shrink: DetectNet_v2 grid geometry (see :mod:`edge.decoders`).
         strides: YOLO level strides in px (see :class:`edge.decoders.YoloParams`).
         cluster: default clustering parameters (see :class:`edge.decoders.ClusterParams`).
@@ -93,10 +95,13 @@ class ModelMeta:
     @property
     def output_roles(self) -> List[str]:
         """Output roles in the order the network returns its outputs (the ONNX graph's output order):
-        ``coverage, bbox`` for DetectNet_v2; ``p8, p16, p32`` (finest first) for YOLO. Never the order of
+        ``coverage, bbox`` for DetectNet_v2; ``p8, p16, p32`` (finest first) for YOLO; ``scores, boxes``
+        for SSD. Never the order of
         the ``outputs`` dict, which the JSON round trip sorts by key."""
         if self.decoder == "yolo":
             return [f"p{s}" for s in self.strides]
+        if self.decoder == "ssd":
+            return ["scores", "boxes"]
         if self.role == "classifier":
             return ["probs"]
         return ["coverage", "bbox"]
@@ -138,8 +143,10 @@ def postprocess(outputs: Dict[str, np.ndarray], meta: ModelMeta, lb: Letterbox, 
     elif meta.decoder == "yolo":
         boxes, scores, classes = decode_yolo([outputs[k] for k in meta.output_roles], (meta.input_h, meta.input_w),
                                              meta.yolo, cluster)
+    elif meta.decoder == "ssd":
+        boxes, scores, classes = decode_ssd(outputs["scores"], outputs["boxes"], cluster)
     else:
-        raise ValueError(f"unknown decoder {meta.decoder!r} in model metadata; known: ['detectnet_v2', 'yolo']")
+        raise ValueError(f"unknown decoder {meta.decoder!r} in model metadata; known: ['detectnet_v2', 'yolo', 'ssd']")
     if class_agnostic and len(boxes):
         boxes, scores, classes = class_agnostic_nms(boxes, scores, classes, meta.class_agnostic_iou)
         boxes, scores, classes = suppress_nested(boxes, scores, classes, cluster.nested_overlap)

@@ -50,6 +50,7 @@ LOADERS: Dict[str, str] = {
     "detectnet_v2_pruned": "models.prune:load_pruned",
     "yolo": "models.nets.yolo:load_yolo",
     "yunet_detector": "models.nets.yunet:load_yunet_detector",
+    "ultralight_detector": "models.nets.ultralight:load_ultralight_detector",
 }
 
 

@@ -61,9 +61,11 @@ def test_released_file_is_small_and_self_describing(released):
     path = default_model_path(name)
     assert path.stat().st_size < (10e6 if name == DEFAULT_MODEL else 25e6)
     m = be.meta
-    assert m.classes == ["mask", "no_mask", "mask_incorrect"] and m.decoder in ("detectnet_v2", "yolo")
+    assert m.classes == ["mask", "no_mask", "mask_incorrect"] and m.decoder in ("detectnet_v2", "yolo", "ssd")
     if m.decoder == "detectnet_v2":
         assert (m.input_w, m.input_h) == (640, 368) and m.stride == 16 and set(m.outputs) == {"coverage", "bbox"}
+    elif m.decoder == "ssd":
+        assert m.input_w % 32 == 0 and m.input_h % 32 == 0 and set(m.outputs) == {"scores", "boxes"}
     else:
         assert m.input_w % 32 == 0 and m.input_h % 32 == 0 and set(m.outputs) == {f"p{s}" for s in m.strides}
     assert set(m.thresholds) == set(m.classes)

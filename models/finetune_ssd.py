@@ -1,0 +1,314 @@
+"""Fine-tune the pretrained Ultra-Light RFB masked-face SSD into the 3-class mask detector (issue 12:
+the second pretrained starting point, next to YuNet-n in :mod:`models.finetune`).
+
+CLI (the same data and schedule as models/yunet_mask/MODEL_CARD.md: two stages of 4 epochs, one thread)::
+
+    C="--data ../shared/data/face-mask-andrewmvd --crop 256 --epochs 4"
+    python -m models.finetune_ssd $C --out runs/ul/s1
+    python -m models.finetune_ssd $C --out runs/ul/s2 --init-ckpt runs/ul/s1/best.pt --lr 1e-3
+    python -m models.finetune_ssd --data ../shared/data/face-mask-andrewmvd --out runs/ul/zeroshot --zero-shot
+
+What it does:
+
+* **Start**: :class:`models.nets.ultralight.UltraLightDetector` from
+  ``../shared/weights/ultra-light/RFB-640-masked_face-v2.pth`` (backbone, boxes pretrained; classes
+  remapped: mask <- masked_face, no_mask <- face, mask_incorrect <- their mean, lowered).
+* **Data**: :class:`models.finetune.FaceSet`'s pipeline unchanged (training split by md5 of the stem,
+  face zoom to 40-250 px on ``--p-zoom`` of the photos else the 0.6-2.5x scale jitter, crop, flip,
+  colour jitter, repeat-factor sampling); only the targets differ: SSD prior matching
+  (:func:`match_priors`) instead of the YOLO cell assignment.
+* **Loss**: :func:`multibox_loss` (Liu et al. SSD, ECCV 2016, Sec. 2.2: smooth L1 on the positives'
+  encoded offsets + softmax cross-entropy with hard-negative mining at 3 negatives per positive).
+* Validation every epoch on the validation split at the deployed 640x352 letterbox by
+  :func:`models.finetune.validate` (VOC mAP@0.5 mask/no_mask picks ``best.pt``), the same figures as
+  the YuNet runs.
+
+No bf16 autocast and no channels_last. Resumable (``--resume``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from edge.decoders import CLASS_NAMES
+from edge.model import ModelMeta
+from models import augment
+from models.nets.ultralight import UltraLightDetector, encode_boxes, load_ultralight, priors
+
+log = logging.getLogger("models.finetune_ssd")
+
+DEFAULT_WEIGHTS = (Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "ultra-light"
+                   / "RFB-640-masked_face-v2.pth")
+ARCH = "ultralight_detector"
+
+
+def detector_meta(input_w: int = 640, input_h: int = 352) -> ModelMeta:
+    """The metadata the fine-tuned SSD ships with: decoder ``ssd``, input RGB / 255 letterbox, the same
+    clustering as ``yunet_mask`` (per-class NMS 0.5, class-agnostic NMS 0.6, nested boxes > 0.7 dropped)."""
+    return ModelMeta(input_w=input_w, input_h=input_h, decoder="ssd", outputs={"scores": "scores", "boxes": "boxes"},
+                     strides=[8, 16, 32, 64],
+                     cluster={"method": "nms", "conf_threshold": 0.1, "iou_threshold": 0.5, "dbscan_eps": 0.6,
+                              "dbscan_min_samples": 0.0, "max_detections": 100, "nested_overlap": 0.7})
+
+
+def match_priors(boxes: np.ndarray, labels: np.ndarray, pri: np.ndarray, iou_threshold: float = 0.35
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+    """SSD's matching strategy (Liu et al. 2016, Sec. 2.2 "Matching strategy").
+
+    Every label is matched to the prior of highest IoU with it (so each face gets at least one
+    positive, however small), and every other prior to the label it overlaps most, when that IoU is
+    ``>= iou_threshold`` (0.35 as the Ultra-Light authors train; SSD used 0.5). A prior that is the
+    best prior of two labels goes to the later one.
+
+    Args:
+        boxes: (N, 4) float32 xyxy labels, normalised to the input (0-1).
+        labels: (N,) int64 class ids ``0..C-1``.
+        pri: (P, 4) float32 priors ``(cx, cy, w, h)`` normalised (:func:`models.nets.ultralight.priors`).
+
+    Returns:
+        ``(prior_labels (P,) int64: 0 background, c + 1 for class c; matched (P, 4) float32 xyxy of the
+        matched label, zeros for background)``.
+    """
+    from edge.decoders import box_iou
+
+    P = len(pri)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    out_l = np.zeros(P, np.int64)
+    out_b = np.zeros((P, 4), np.float32)
+    if len(boxes) == 0:
+        return out_l, out_b
+    corners = np.concatenate([pri[:, :2] - pri[:, 2:] / 2, pri[:, :2] + pri[:, 2:] / 2], 1)
+    iou = box_iou(corners, boxes)                # (P, N)
+    best_t = iou.argmax(1)
+    best_iou = iou[np.arange(P), best_t]
+    for n, p in enumerate(iou.argmax(0)):        # each label's best prior, forced
+        best_t[p], best_iou[p] = n, 2.0
+    pos = best_iou >= iou_threshold
+    out_l[pos] = np.asarray(labels, np.int64)[best_t[pos]] + 1
+    out_b[pos] = boxes[best_t[pos]]
+    return out_l, out_b
+
+
+def multibox_loss(conf: torch.Tensor, loc: torch.Tensor, tgt_labels: torch.Tensor, tgt_loc: torch.Tensor,
+                  neg_pos_ratio: float = 3.0) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """SSD's multibox loss (Liu et al. 2016, eq. 1 with alpha = 1, and Sec. 2.2 "Hard negative mining").
+
+    ``L = (L_loc + L_conf) / N`` over the N positive priors of the batch: ``L_loc`` the smooth L1 of
+    the positives' predicted vs encoded offsets (:func:`models.nets.ultralight.encode_boxes`, variances
+    0.1 / 0.2); ``L_conf`` the softmax cross-entropy over the positives and, per image, the
+    ``neg_pos_ratio`` x (its positives) background priors with the highest background loss (hard
+    negatives; an image without positives contributes none).
+
+    Args:
+        conf: (B, P, 1 + C) class logits, background first. loc: (B, P, 4) raw offsets.
+        tgt_labels: (B, P) int64, 0 background, c + 1 for class c. tgt_loc: (B, P, 4) encoded offsets.
+
+    Returns:
+        (scalar loss, {"loc", "cls", "n_pos": float}).
+    """
+    pos = tgt_labels > 0
+    n_pos_img = pos.sum(1, keepdim=True)
+    with torch.no_grad():
+        bg_loss = -F.log_softmax(conf, dim=2)[..., 0]
+        bg_loss[pos] = -math.inf
+        rank = bg_loss.argsort(1, descending=True).argsort(1)
+        neg = rank < (n_pos_img * neg_pos_ratio)
+    keep = pos | neg
+    n = pos.sum().clamp(min=1).float()
+    l_cls = F.cross_entropy(conf[keep], tgt_labels[keep], reduction="sum") / n
+    l_loc = F.smooth_l1_loss(loc[pos], tgt_loc[pos], reduction="sum") / n if pos.any() else loc.sum() * 0.0
+    return l_loc + l_cls, {"loc": float(l_loc.detach()), "cls": float(l_cls.detach()), "n_pos": float(pos.sum())}
+
+
+def _face_set_class():
+    from models.finetune import FaceSet
+
+    class SSDFaceSet(FaceSet):
+        """:class:`models.finetune.FaceSet`'s photos and augmentation with SSD targets.
+
+        Items: ``image (3, S, S) float32 RGB / 255, tgt_loc (P, 4) float32 encoded offsets, tgt_labels (P,)
+        int64`` (0 background, c + 1 for class c) for the priors of an S x S crop.
+        """
+
+        def __init__(self, samples, crop: int, p_zoom: float = 0.5, scale=(0.6, 2.5), seed: int = 0,
+                     iou_threshold: float = 0.35):
+            super().__init__(samples, crop, p_zoom=p_zoom, scale=scale, seed=seed)
+            self.pri = priors((crop, crop))
+            self.pri_t = torch.from_numpy(self.pri)
+            self.iou_threshold = iou_threshold
+
+        def __getitem__(self, i: int):
+            s = self.samples[i]
+            gt = np.asarray(s.boxes, np.float32).reshape(-1, 4)
+            img = self.images[i]
+            if len(gt) and self.rng.random() < self.p_zoom:  # as FaceSet: one labelled face to 40-250 px
+                h0, w0 = img.shape[:2]
+                img, _ = augment.face_zoom(img, gt, self.rng)
+                gt = gt * np.array([img.shape[1] / w0, img.shape[0] / h0] * 2, np.float32)
+                t = self.t_zoom
+            else:
+                t = self.t_scale
+            img, boxes, idx = augment.apply(t, img, gt, np.arange(len(gt)))
+            lab, matched = match_priors(boxes / self.crop, np.asarray(s.labels, np.int64)[idx], self.pri,
+                                        self.iou_threshold)
+            tgt_loc = encode_boxes(torch.from_numpy(matched), self.pri_t)
+            tgt_loc[torch.from_numpy(lab == 0)] = 0.0
+            x = img[:, :, ::-1].astype(np.float32).transpose(2, 0, 1) / 255.0
+            return torch.from_numpy(np.ascontiguousarray(x)), tgt_loc, torch.from_numpy(lab)
+
+    return SSDFaceSet
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="Ultra-Light masked-face .pth (start)")
+    ap.add_argument("--init", choices=["pretrained", "scratch"], default="pretrained")
+    ap.add_argument("--init-ckpt", type=Path, help="start from this run's best.pt / last.pt EMA weights")
+    ap.add_argument("--zero-shot", action="store_true", help="only validate the starting network (zeroshot.json)")
+    ap.add_argument("--iou-threshold", type=float, default=0.35, help="prior matching IoU")
+    ap.add_argument("--neg-pos-ratio", type=float, default=3.0)
+    ap.add_argument("--rfs", type=float, default=0.3, help="repeat-factor sampling threshold (0: uniform)")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (cosine, 1 epoch warm-up)")
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--cls-lr-mult", type=float, default=1.0, help="learning-rate factor of the class headers")
+    ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--p-zoom", type=float, default=0.5)
+    ap.add_argument("--scale", type=float, nargs=2, default=[0.6, 2.5])
+    ap.add_argument("--input-w", type=int, default=640)
+    ap.add_argument("--input-h", type=int, default=352)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-hex", default="01")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N training images (smoke tests)")
+    ap.add_argument("--no-val", action="store_true")
+    ap.add_argument("--resume", action="store_true")
+    return ap.parse_args(argv)
+
+
+def build_model(args) -> UltraLightDetector:
+    model = UltraLightDetector(len(CLASS_NAMES), load_ultralight(args.weights) if args.init == "pretrained" else None)
+    if args.init_ckpt:  # a second stage: continue from a finished run's EMA weights
+        model.load_state_dict(torch.load(args.init_ckpt, map_location="cpu", weights_only=False)["ema"])
+    return model
+
+
+def fit(args: argparse.Namespace) -> List[Dict]:
+    """Train as configured by :func:`parse_args`; returns the history (one dict per epoch)."""
+    from models.data import class_counts, read_dataset, repeat_factors, split, write_split
+    from models.finetune import validate
+    from models.train import EMA, plot_curves, seed_everything, warmup_cosine
+
+    seed_everything(args.seed)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    train_s, val_s = split(read_dataset(args.data), args.val_hex)
+    write_split(args.out / "split.json", train_s, val_s, args.val_hex)
+    if args.limit:
+        train_s = train_s[: args.limit]
+    meta = detector_meta(args.input_w, args.input_h)
+    model = build_model(args)
+    if args.zero_shot:
+        rec = validate(model, meta, val_s)
+        (args.out / "zeroshot.json").write_text(json.dumps(rec, indent=1))
+        log.info("zero-shot %s", json.dumps(rec))
+        return [rec]
+    log.info("train %d images %s, val %d", len(train_s), class_counts(train_s), len(val_s))
+    ds = _face_set_class()(train_s, args.crop, args.p_zoom, args.scale, args.seed, args.iou_threshold)
+    ds.set_random_seed(args.seed)
+    g = torch.Generator().manual_seed(args.seed)
+    bs = min(args.batch, len(ds))
+    if args.rfs > 0:  # repeat-factor sampling (LVIS), as models.finetune
+        from torch.utils.data import WeightedRandomSampler
+        sampler = WeightedRandomSampler(torch.from_numpy(repeat_factors(train_s, args.rfs)), num_samples=len(ds),
+                                        replacement=True, generator=g)
+        dl = DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=True, num_workers=args.workers)
+    else:
+        dl = DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True, generator=g, num_workers=args.workers)
+    head = [p for n, p in model.named_parameters() if n.startswith("net.classification_headers.")]
+    head_ids = {id(p) for p in head}
+    rest = [p for p in model.parameters() if id(p) not in head_ids]
+    opt = torch.optim.AdamW([{"params": rest}, {"params": head, "lr": args.lr * args.cls_lr_mult}],
+                            lr=args.lr, weight_decay=args.weight_decay)
+    sched = warmup_cosine(opt, args.epochs * len(dl), len(dl))
+    ema = EMA(model, decay=0.99)
+    history: List[Dict] = []
+    start_epoch, best, step = 0, -math.inf, 0
+    last = args.out / "last.pt"
+    if args.resume and last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"]); ema.model.load_state_dict(ck["ema"]); ema.step = ck["ema_step"]
+        opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"]); torch.set_rng_state(ck["rng"])
+        start_epoch, best, history, step = ck["epoch"] + 1, ck["best"], ck["history"], ck["step"]
+        ds.set_random_seed(args.seed + 7919 * start_epoch)
+    net_cfg = {"num_classes": len(CLASS_NAMES)}
+    cargs = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    t_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        sums: Dict[str, float] = {}
+        n = 0
+        for x, tgt_loc, tgt_labels in dl:
+            conf, loc, _ = model.raw(x)
+            loss, parts = multibox_loss(conf, loc, tgt_labels, tgt_loc, args.neg_pos_ratio)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step(); sched.step(); ema.update(model); step += 1
+            parts["loss"] = float(loss.detach())
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+            if args.max_steps and step >= args.max_steps:
+                break
+        rec = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()}, "lr": sched.get_last_lr()[0]}
+        if not args.no_val:
+            rec.update(validate(ema.model, meta, val_s))
+        rec["elapsed_s"] = time.time() - t_start
+        history.append(rec)
+        score = rec.get("voc_mAP50_mask_no_mask", -rec["loss"])
+        torch.save({"arch": ARCH, "net": net_cfg, "model": model.state_dict(), "ema": ema.model.state_dict(),
+                    "ema_step": ema.step, "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
+                    "best": max(best, score), "history": history, "step": step, "rng": torch.get_rng_state(),
+                    "args": cargs, "meta": meta.to_json()}, last)
+        if score > best:
+            best = score
+            torch.save({"arch": ARCH, "net": net_cfg, "ema": ema.model.state_dict(), "meta": meta.to_json(),
+                        "epoch": epoch + 1, "metrics": rec, "args": cargs}, args.out / "best.pt")
+        (args.out / "history.json").write_text(json.dumps(history, indent=1))
+        plot_curves([{**h, "mAP50_mask_no_mask": h.get("voc_mAP50_mask_no_mask"), "AP50_mask": h.get("voc_AP50_mask"),
+                      "AP50_no_mask": h.get("voc_AP50_no_mask")} for h in history], args.out / "curves.png",
+                    {"loss": "total", "loc": "L_loc (smooth L1)", "cls": "L_conf (CE, 3:1 mining)"},
+                    f"training loss ({args.out.name})")
+        log.info("epoch %d/%d loss %.4f %s | %.0f s", epoch + 1, args.epochs, rec["loss"],
+                 " ".join(f"{k} {v:.3f}" for k, v in rec.items() if k.startswith(("voc_m", "voc_AP50_", "nc_", "face_"))),
+                 rec["elapsed_s"])
+        ds.set_random_seed(args.seed + 7919 * (epoch + 1))
+        if args.max_steps and step >= args.max_steps:
+            break
+    return history
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    fit(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""Fine-tuning the Ultra-Light SSD: prior matching and the multibox loss on hand-made boxes, and a tiny
+training run on real photos from the pretrained start that lowers the loss."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.finetune_ssd import match_priors, multibox_loss
+from models.nets.ultralight import decode_boxes, encode_boxes, priors
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+DATA = SHARED / "data" / "face-mask-andrewmvd"
+PTH = SHARED / "weights" / "ultra-light" / "RFB-640-masked_face-v2.pth"
+
+
+def _corners(p):
+    return np.concatenate([p[:, :2] - p[:, 2:] / 2, p[:, :2] + p[:, 2:] / 2], 1)
+
+
+def test_every_label_gets_its_best_prior_and_priors_at_iou_035_join():
+    pri = priors((256, 256))
+    # a 24 px face exactly on a prior of stride 8 (cell (4, 4): centre 36 px), a tiny 4 px face no prior
+    # reaches 0.35 IoU with, and a 100 px face of class mask_incorrect
+    boxes = np.array([[24, 24, 48, 48], [200, 10, 204, 14], [100, 120, 200, 220]], np.float32) / 256
+    lab, matched = match_priors(boxes, np.array([1, 0, 2]), pri, 0.35)
+    corners = _corners(pri)
+    from edge.decoders import box_iou
+    iou = box_iou(corners, boxes)
+    for n, c in enumerate([1, 0, 2]):
+        best = int(iou[:, n].argmax())
+        assert lab[best] == c + 1 and np.allclose(matched[best], boxes[n])  # forced, however low its IoU
+    assert iou[:, 1].max() < 0.35 and (lab == 1).sum() == 1  # the tiny face: only its best prior
+    exact = int(np.flatnonzero(np.all(np.isclose(corners, boxes[0]), 1))[0])
+    assert lab[exact] == 2 and iou[exact, 0] == pytest.approx(1.0)
+    # every other positive overlaps its label by >= 0.35, every background prior overlaps all labels less
+    forced = set(iou.argmax(0).tolist())
+    for p in np.flatnonzero(lab > 0):
+        if p not in forced:
+            assert iou[p].max() >= 0.35
+    assert (iou[lab == 0].max(1) < 0.35).all()
+    assert (lab == 3).sum() > 1  # the big face has several priors of 96 / 128 px
+    # the encoded targets decode back to the labels
+    t = encode_boxes(torch.from_numpy(matched), torch.from_numpy(pri))
+    back = decode_boxes(t, torch.from_numpy(pri)).numpy()
+    assert np.allclose(back[lab > 0], matched[lab > 0], atol=1e-5)
+    empty_l, empty_b = match_priors(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), pri)
+    assert (empty_l == 0).all() and not empty_b.any()
+
+
+def test_multibox_loss_mines_three_hard_negatives_per_positive():
+    P = 20
+    conf = torch.zeros(1, P, 4)
+    conf[0, :, 0] = torch.arange(P, dtype=torch.float32) / 4  # background logit: priors 0.. are the hardest negatives
+    labels = torch.zeros(1, P, dtype=torch.long)
+    labels[0, 19] = 2  # one positive (no_mask)
+    loc = torch.zeros(1, P, 4, requires_grad=True)
+    tgt = torch.zeros(1, P, 4)
+    tgt[0, 19] = torch.tensor([0.5, 0.0, 0.0, 2.0])
+    conf.requires_grad_(True)
+    loss, parts = multibox_loss(conf, loc, labels, tgt, 3.0)
+    loss.backward()
+    # only the positive and the three lowest-background-logit priors (0, 1, 2) get a class gradient
+    touched = conf.grad[0].abs().sum(1) > 0
+    assert touched.nonzero().flatten().tolist() == [0, 1, 2, 19]
+    assert loc.grad[0, :19].abs().sum() == 0 and loc.grad[0, 19].abs().sum() > 0
+    assert parts["loc"] == pytest.approx(0.125 + 1.5)  # smooth L1: 0.5 * 0.5^2 + (2 - 0.5)
+    # no positive: no negatives either, a zero loss
+    loss0, _ = multibox_loss(conf.detach(), loc.detach(), torch.zeros(1, P, dtype=torch.long), tgt)
+    assert float(loss0) == 0.0
+
+
+@pytest.mark.skipif(not PTH.exists(), reason="needs ../shared/weights/ultra-light")
+def test_tiny_training_run_from_the_pretrained_start_lowers_the_loss():
+    from models.data import read_dataset, split
+    from models.finetune_ssd import _face_set_class
+    from models.nets.ultralight import UltraLightDetector, load_ultralight
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    train, _ = split(read_dataset(DATA))
+    ds = _face_set_class()(train[:4], 160, p_zoom=1.0, seed=0)
+    x, tgt_loc, tgt_labels = [torch.stack(t) for t in zip(*[ds[i] for i in range(4)])]
+    assert x.shape == (4, 3, 160, 160) and tgt_labels.shape == (4, len(priors((160, 160))))
+    assert int((tgt_labels > 0).any(1).sum()) >= 3  # the zoomed crops hold faces (a face zoomed past the crop can be cut away)
+    model = UltraLightDetector(3, load_ultralight(PTH)).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(8):
+        conf, loc, _ = model.raw(x)
+        loss, _ = multibox_loss(conf, loc, tgt_labels, tgt_loc)
+        opt.zero_grad(); loss.backward(); opt.step()
+        losses.append(float(loss.detach()))
+    print("tiny run losses", [round(v, 3) for v in losses])
+    assert losses[-1] < 0.8 * losses[0]
