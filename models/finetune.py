@@ -188,8 +188,8 @@ class FaceSet(Dataset):
         self.t_scale = augment.train_transform(crop, tuple(scale))
         self.t_zoom = augment.train_transform(crop, None)
         self.C = len(CLASS_NAMES)
-        self.rng = np.random.default_rng(seed)
         self.A = len(yolo_grid((crop, crop), params)[0])
+        self.set_random_seed(seed)  # the photo-level draws and both albumentations pipelines: reproducible
 
     def set_random_seed(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)

@@ -99,19 +99,46 @@ def match_priors(boxes: np.ndarray, labels: np.ndarray, pri: np.ndarray, iou_thr
     return out_l, out_b
 
 
+def ignored_priors(boxes: np.ndarray, pri: np.ndarray, iou_threshold: float = 0.35) -> np.ndarray:
+    """Priors that overlap an unlabelled face: IoU ``>= iou_threshold`` (the positive rule of
+    :func:`match_priors`) or more than half of the prior inside the face.
+
+    Args:
+        boxes: (K, 4) float32 xyxy unlabelled faces, normalised to the input (0-1).
+        pri: (P, 4) float32 priors ``(cx, cy, w, h)`` normalised.
+
+    Returns:
+        (P,) bool.
+    """
+    from edge.decoders import _overlap, box_iou
+
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if len(boxes) == 0:
+        return np.zeros(len(pri), bool)
+    corners = np.concatenate([pri[:, :2] - pri[:, 2:] / 2, pri[:, :2] + pri[:, 2:] / 2], 1)
+    inter = _overlap(corners, boxes)[0]
+    area = (corners[:, 2] - corners[:, 0]) * (corners[:, 3] - corners[:, 1])
+    return ((box_iou(corners, boxes) >= iou_threshold) | (inter / area[:, None] > 0.5)).any(1)
+
+
 def multibox_loss(conf: torch.Tensor, loc: torch.Tensor, tgt_labels: torch.Tensor, tgt_loc: torch.Tensor,
-                  neg_pos_ratio: float = 3.0) -> Tuple[torch.Tensor, Dict[str, float]]:
+                  neg_pos_ratio: float = 3.0, min_neg: int = 0) -> Tuple[torch.Tensor, Dict[str, float]]:
     """SSD's multibox loss (Liu et al. 2016, eq. 1 with alpha = 1, and Sec. 2.2 "Hard negative mining").
 
     ``L = (L_loc + L_conf) / N`` over the N positive priors of the batch: ``L_loc`` the smooth L1 of
     the positives' predicted vs encoded offsets (:func:`models.nets.ultralight.encode_boxes`, variances
     0.1 / 0.2); ``L_conf`` the softmax cross-entropy over the positives and, per image, the
-    ``neg_pos_ratio`` x (its positives) background priors with the highest background loss (hard
-    negatives; an image without positives contributes none).
+    ``max(neg_pos_ratio x its positives, min_neg)`` background priors with the highest background
+    loss (hard negatives). With ``min_neg`` 0, as in SSD, an image without positives contributes
+    none, so the crops of the training photos' background (shelves, signs, clothes) never teach
+    the detector what is not a face; ``min_neg > 0`` mines them too.
 
     Args:
         conf: (B, P, 1 + C) class logits, background first. loc: (B, P, 4) raw offsets.
-        tgt_labels: (B, P) int64, 0 background, c + 1 for class c. tgt_loc: (B, P, 4) encoded offsets.
+        tgt_labels: (B, P) int64, 0 background, c + 1 for class c, -1 ignored (neither positive nor
+            negative: an unlabelled face the pretrained face detector found, ``--pseudo ignore``).
+            tgt_loc: (B, P, 4) encoded offsets.
+        neg_pos_ratio: hard negatives per positive. min_neg: hard negatives per image at least.
 
     Returns:
         (scalar loss, {"loc", "cls", "n_pos": float}).
@@ -120,9 +147,10 @@ def multibox_loss(conf: torch.Tensor, loc: torch.Tensor, tgt_labels: torch.Tenso
     n_pos_img = pos.sum(1, keepdim=True)
     with torch.no_grad():
         bg_loss = -F.log_softmax(conf, dim=2)[..., 0]
-        bg_loss[pos] = -math.inf
+        bg_loss[pos | (tgt_labels < 0)] = -math.inf
         rank = bg_loss.argsort(1, descending=True).argsort(1)
-        neg = rank < (n_pos_img * neg_pos_ratio)
+        n_neg = (n_pos_img * neg_pos_ratio).clamp(min=min_neg)
+        neg = (rank < n_neg) & (tgt_labels == 0)
     keep = pos | neg
     n = pos.sum().clamp(min=1).float()
     l_cls = F.cross_entropy(conf[keep], tgt_labels[keep], reduction="sum") / n
@@ -141,8 +169,9 @@ def _face_set_class():
         """
 
         def __init__(self, samples, crop: int, p_zoom: float = 0.5, scale=(0.6, 2.5), seed: int = 0,
-                     iou_threshold: float = 0.35):
-            super().__init__(samples, crop, p_zoom=p_zoom, scale=scale, seed=seed)
+                     iou_threshold: float = 0.35, unlabelled=None):
+            super().__init__(samples, crop, unlabelled=unlabelled, pseudo="ignore" if unlabelled else "none",
+                             p_zoom=p_zoom, scale=scale, seed=seed)
             self.pri = priors((crop, crop))
             self.pri_t = torch.from_numpy(self.pri)
             self.iou_threshold = iou_threshold
@@ -150,19 +179,25 @@ def _face_set_class():
         def __getitem__(self, i: int):
             s = self.samples[i]
             gt = np.asarray(s.boxes, np.float32).reshape(-1, 4)
+            ub = np.asarray(self.unlabelled.get(s.image.stem, np.zeros((0, 4), np.float32)), np.float32).reshape(-1, 4)
+            n_gt = len(gt)
+            boxes = np.concatenate([gt, ub])
             img = self.images[i]
-            if len(gt) and self.rng.random() < self.p_zoom:  # as FaceSet: one labelled face to 40-250 px
+            if n_gt and self.rng.random() < self.p_zoom:  # as FaceSet: one labelled face to 40-250 px
                 h0, w0 = img.shape[:2]
                 img, _ = augment.face_zoom(img, gt, self.rng)
-                gt = gt * np.array([img.shape[1] / w0, img.shape[0] / h0] * 2, np.float32)
+                boxes = boxes * np.array([img.shape[1] / w0, img.shape[0] / h0] * 2, np.float32)
                 t = self.t_zoom
             else:
                 t = self.t_scale
-            img, boxes, idx = augment.apply(t, img, gt, np.arange(len(gt)))
-            lab, matched = match_priors(boxes / self.crop, np.asarray(s.labels, np.int64)[idx], self.pri,
-                                        self.iou_threshold)
+            img, boxes, idx = augment.apply(t, img, boxes, np.arange(len(boxes)))
+            is_gt = idx < n_gt
+            lab, matched = match_priors(boxes[is_gt] / self.crop, np.asarray(s.labels, np.int64)[idx[is_gt]],
+                                        self.pri, self.iou_threshold)
+            if (~is_gt).any():  # priors on an unlabelled face are neither positives nor negatives
+                lab[(lab == 0) & ignored_priors(boxes[~is_gt] / self.crop, self.pri, self.iou_threshold)] = -1
             tgt_loc = encode_boxes(torch.from_numpy(matched), self.pri_t)
-            tgt_loc[torch.from_numpy(lab == 0)] = 0.0
+            tgt_loc[torch.from_numpy(lab <= 0)] = 0.0
             x = img[:, :, ::-1].astype(np.float32).transpose(2, 0, 1) / 255.0
             return torch.from_numpy(np.ascontiguousarray(x)), tgt_loc, torch.from_numpy(lab)
 
@@ -179,6 +214,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--zero-shot", action="store_true", help="only validate the starting network (zeroshot.json)")
     ap.add_argument("--iou-threshold", type=float, default=0.35, help="prior matching IoU")
     ap.add_argument("--neg-pos-ratio", type=float, default=3.0)
+    ap.add_argument("--min-neg", type=int, default=0,
+                    help="hard negatives per image at least (0: as SSD; images without faces then teach nothing)")
+    ap.add_argument("--pseudo", choices=["none", "ignore"], default="none",
+                    help="ignore: priors on faces the pretrained YuNet finds and no label accounts for are "
+                         "neither positives nor negatives (models.finetune.unlabelled_faces)")
+    ap.add_argument("--pseudo-conf", type=float, default=0.5, help="YuNet confidence of an unlabelled face")
+    ap.add_argument("--faces-cache", type=Path, help="YuNet face predictions .npz (models.finetune; made if missing)")
+    ap.add_argument("--yunet", type=Path, help="YuNet checkpoint of the face teacher (default: models.finetune's)")
     ap.add_argument("--rfs", type=float, default=0.3, help="repeat-factor sampling threshold (0: uniform)")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch", type=int, default=16)
@@ -228,8 +271,22 @@ def fit(args: argparse.Namespace) -> List[Dict]:
         (args.out / "zeroshot.json").write_text(json.dumps(rec, indent=1))
         log.info("zero-shot %s", json.dumps(rec))
         return [rec]
-    log.info("train %d images %s, val %d", len(train_s), class_counts(train_s), len(val_s))
-    ds = _face_set_class()(train_s, args.crop, args.p_zoom, args.scale, args.seed, args.iou_threshold)
+    unlabelled = None
+    if args.pseudo == "ignore":
+        from models.finetune import DEFAULT_YUNET, face_teacher, load_faces, save_faces, unlabelled_faces
+        fc = args.faces_cache or args.out / "faces.npz"
+        faces = load_faces(fc) if fc.exists() else face_teacher(train_s, args.yunet or DEFAULT_YUNET)
+        if not fc.exists():
+            save_faces(fc, faces)
+        none = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+        unlabelled = {}
+        for s in train_s:
+            b, c = faces.get(s.image.stem, none)
+            unlabelled[s.image.stem] = b[unlabelled_faces(b, c, s.boxes, args.pseudo_conf)]
+    log.info("train %d images %s, val %d; pseudo %s (%d unlabelled faces); hard negatives >= %d per image",
+             len(train_s), class_counts(train_s), len(val_s), args.pseudo,
+             sum(len(v) for v in unlabelled.values()) if unlabelled else 0, args.min_neg)
+    ds = _face_set_class()(train_s, args.crop, args.p_zoom, args.scale, args.seed, args.iou_threshold, unlabelled)
     ds.set_random_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed)
     bs = min(args.batch, len(ds))
@@ -265,7 +322,7 @@ def fit(args: argparse.Namespace) -> List[Dict]:
         n = 0
         for x, tgt_loc, tgt_labels in dl:
             conf, loc, _ = model.raw(x)
-            loss, parts = multibox_loss(conf, loc, tgt_labels, tgt_loc, args.neg_pos_ratio)
+            loss, parts = multibox_loss(conf, loc, tgt_labels, tgt_loc, args.neg_pos_ratio, args.min_neg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
