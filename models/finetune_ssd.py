@@ -19,6 +19,11 @@ What it does:
   (:func:`match_priors`) instead of the YOLO cell assignment.
 * **Loss**: :func:`multibox_loss` (Liu et al. SSD, ECCV 2016, Sec. 2.2: smooth L1 on the positives'
   encoded offsets + softmax cross-entropy with hard-negative mining at 3 negatives per positive).
+  ``--min-neg K``: every crop contributes at least K hard negatives, also a crop without a face
+  (SSD's rule gives those none: the photos' shelves, signs and foliage would never be negatives).
+* **Ignore regions** (``--pseudo ignore``): priors on faces the pretrained YuNet finds and no label
+  accounts for (:func:`models.finetune.unlabelled_faces`) are neither positives nor negatives, so
+  the missing annotations are not mined as hard negatives.
 * Validation every epoch on the validation split at the deployed 640x352 letterbox by
   :func:`models.finetune.validate` (VOC mAP@0.5 mask/no_mask picks ``best.pt``), the same figures as
   the YuNet runs.
