@@ -23,7 +23,7 @@ EXAMPLE_CONFIG = Path(__file__).with_name("config.example.yaml")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 #: The released model ``model.path: null`` runs: a folder of the ``models`` package holding ``model.onnx``.
-DEFAULT_MODEL = "yunet_mask"
+DEFAULT_MODEL = "ultralight_mask"
 
 
 def _models_dirs() -> List[Path]:
@@ -189,7 +189,8 @@ def _is_model_name(v: str) -> bool:
 
 class ModelConfig(_Section):
     path: Optional[str] = Field(None, description="a released model's name (a folder of models/: "
-                                "detectnet_v2_r18, detectnet_v2_r18_pruned, yolo_student_baseline, yolo_student_kd, yunet_mask (the default)) or "
+                                "ultralight_mask (the default), yunet_mask, detectnet_v2_r18, detectnet_v2_r18_pruned, yolo_student_baseline, "
+                                "yolo_student_kd) or "
                                 "the path of an .onnx file; null: the default released model")
     backend: Literal["onnxruntime", "tensorrt"] = Field(
         "onnxruntime", description="inference runtime: onnxruntime (CPU, any machine) or tensorrt (Jetson GPU/DLA; "

@@ -32,9 +32,6 @@ KNOWN_FAILURES = {
     ("masked_man_no_alarm", "detectnet_v2_r18"): "model detectnet_v2_r18 1.1.0: shelves at both sides of the shop "
     "(e.g. [1580, 78, 1808, 394] px, frame 60) are detected as no_mask at 0.85-0.92 in most frames; see "
     "models/detectnet_v2_r18/MODEL_CARD.md 'Known failures'",
-    ("masked_man_no_alarm", "ultralight_mask"): "model ultralight_mask 1.0.0: a shelf at the top left of the shop "
-    "(about 145x205 px at 1080p) is called no_mask 0.45 in the last frames and raises one alarm (frame 248); see "
-    "models/ultralight_mask/MODEL_CARD.md 'Known behaviour on the videos'",
     ("masked_man_no_alarm", "detectnet_v2_r18_pruned"): "model detectnet_v2_r18_pruned 1.0.0: an object at the left "
     "edge ([62, 126, 250, 339] px, frame 15) is tracked as no_mask at score ~0.96 for 0.5 s; see "
     "models/detectnet_v2_r18_pruned/MODEL_CARD.md",
