@@ -281,12 +281,37 @@ def validate(model: torch.nn.Module, meta: ModelMeta, samples: Sequence[Sample])
     return rec
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_schedule_args(ap: argparse.ArgumentParser) -> None:
+    """The options every fine-tuning CLI shares (this module's and :mod:`models.finetune_ssd`'s): data,
+    output, the second-stage start, sampling, optimiser and schedule, augmentation, input size, seed,
+    threads and the smoke-test limits. Callers set their own defaults with ``ap.set_defaults``."""
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--init", choices=["yunet", "scratch"], default="yunet")
     ap.add_argument("--init-ckpt", type=Path, help="start from this run's best.pt / last.pt EMA weights")
+    ap.add_argument("--rfs", type=float, default=0.3, help="repeat-factor sampling threshold (0: uniform)")
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (cosine, 1 epoch warm-up)")
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--cls-lr-mult", type=float, default=1.0, help="learning-rate factor of the new class head(ers)")
+    ap.add_argument("--crop", type=int, default=320)
+    ap.add_argument("--p-zoom", type=float, default=0.5)
+    ap.add_argument("--scale", type=float, nargs=2, default=[0.6, 2.5])
+    ap.add_argument("--input-w", type=int, default=640)
+    ap.add_argument("--input-h", type=int, default=352)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-hex", default="01")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N training images (smoke tests)")
+    ap.add_argument("--no-val", action="store_true")
+    ap.add_argument("--resume", action="store_true")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--init", choices=["yunet", "scratch"], default="yunet")
     ap.add_argument("--yunet", type=Path, default=DEFAULT_YUNET, help="YuNet checkpoint, n or s (start and face teacher)")
     ap.add_argument("--teacher", type=Path, help="3-class teacher ONNX (DetectNet_v2) for KD; omit for no KD")
     ap.add_argument("--teacher-cache", type=Path, help="teacher .npz (made from --teacher if missing)")
@@ -303,25 +328,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--cls-depth", type=int, default=1, help="PW-DW units in the class branch")
     ap.add_argument("--cls-pos-weight", type=float, nargs=3, metavar=("MASK", "NO_MASK", "MASK_INCORRECT"),
                     help="positive weight per class in the class BCE (default 1 1 1)")
-    ap.add_argument("--rfs", type=float, default=0.3, help="repeat-factor sampling threshold (0: uniform)")
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (cosine, 1 epoch warm-up)")
-    ap.add_argument("--weight-decay", type=float, default=1e-4)
-    ap.add_argument("--cls-lr-mult", type=float, default=1.0, help="learning-rate factor of the new class head")
-    ap.add_argument("--crop", type=int, default=320)
-    ap.add_argument("--p-zoom", type=float, default=0.5)
-    ap.add_argument("--scale", type=float, nargs=2, default=[0.6, 2.5])
-    ap.add_argument("--input-w", type=int, default=640)
-    ap.add_argument("--input-h", type=int, default=352)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--val-hex", default="01")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
-    ap.add_argument("--limit", type=int, default=0, help="only the first N training images (smoke tests)")
-    ap.add_argument("--no-val", action="store_true")
-    ap.add_argument("--resume", action="store_true")
+    add_schedule_args(ap)
+    ap.set_defaults(epochs=12, crop=320)
     return ap.parse_args(argv)
 
 

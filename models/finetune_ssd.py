@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader
 from edge.decoders import CLASS_NAMES
 from edge.model import ModelMeta
 from models import augment
+from models.finetune import add_schedule_args
 from models.nets.ultralight import UltraLightDetector, encode_boxes, load_ultralight, priors
 
 log = logging.getLogger("models.finetune_ssd")
@@ -211,11 +212,8 @@ def _face_set_class():
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="Ultra-Light masked-face .pth (start)")
     ap.add_argument("--init", choices=["pretrained", "scratch"], default="pretrained")
-    ap.add_argument("--init-ckpt", type=Path, help="start from this run's best.pt / last.pt EMA weights")
     ap.add_argument("--zero-shot", action="store_true", help="only validate the starting network (zeroshot.json)")
     ap.add_argument("--iou-threshold", type=float, default=0.35, help="prior matching IoU")
     ap.add_argument("--neg-pos-ratio", type=float, default=3.0)
@@ -227,25 +225,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--pseudo-conf", type=float, default=0.5, help="YuNet confidence of an unlabelled face")
     ap.add_argument("--faces-cache", type=Path, help="YuNet face predictions .npz (models.finetune; made if missing)")
     ap.add_argument("--yunet", type=Path, help="YuNet checkpoint of the face teacher (default: models.finetune's)")
-    ap.add_argument("--rfs", type=float, default=0.3, help="repeat-factor sampling threshold (0: uniform)")
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (cosine, 1 epoch warm-up)")
-    ap.add_argument("--weight-decay", type=float, default=1e-4)
-    ap.add_argument("--cls-lr-mult", type=float, default=1.0, help="learning-rate factor of the class headers")
-    ap.add_argument("--crop", type=int, default=256)
-    ap.add_argument("--p-zoom", type=float, default=0.5)
-    ap.add_argument("--scale", type=float, nargs=2, default=[0.6, 2.5])
-    ap.add_argument("--input-w", type=int, default=640)
-    ap.add_argument("--input-h", type=int, default=352)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--val-hex", default="01")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke tests)")
-    ap.add_argument("--limit", type=int, default=0, help="only the first N training images (smoke tests)")
-    ap.add_argument("--no-val", action="store_true")
-    ap.add_argument("--resume", action="store_true")
+    add_schedule_args(ap)
+    ap.set_defaults(epochs=4, crop=256)
     return ap.parse_args(argv)
 
 

@@ -1,23 +1,4 @@
 #!/usr/bin/env bash
-# Export, evaluate (validation split and ilc2021-dev), benchmark and release a models.finetune checkpoint.
-#   scripts/release_yunet_mask.sh RUN_DIR VERSION [OUT_DIR]
-# OUT_DIR defaults to models/yunet_mask. ilc2021-dev is measured only: thresholds come from the
-# validation split (models.evaluate on the training photos' md5 split).
-set -euo pipefail
-run=${1:?usage: $0 RUN_DIR VERSION [OUT_DIR]}
-version=${2:?usage: $0 RUN_DIR VERSION [OUT_DIR]}
-out=${3:-models/yunet_mask}
-data=${DATA:-../shared/data/face-mask-andrewmvd}
-ilc=${ILC:-../shared/data/ilc2021-dev}
-py=${PYTHON:-python3}
-threads=${THREADS:-1}
-mkdir -p "$out"
-"$py" -m models.export --ckpt "$run/best.pt" --out "$run/candidate.onnx" --version "$version" --fp32-weights
-"$py" -m models.evaluate --model "$run/candidate.onnx" --data "$data" --out "$out/eval.json" --plots "$out" --threads "$threads" > /dev/null
-"$py" -m models.export --ckpt "$run/best.pt" --out "$out/model.onnx" --version "$version" --fp32-weights \
-    --eval "$out/eval.json" --parity-images "$data/images" --parity-count 8 | tee "$out/export.json"
-"$py" -m models.evaluate --model "$out/model.onnx" --data "$ilc" --split all --out "$out/eval_ilc2021_dev.json" --threads "$threads" > /dev/null
-"$py" -m models.benchmark --model "$out/model.onnx" --runs 200 --json | tee "$out/latency.json"
-cp "$run/curves.png" "$out/training_curves.png"
-cp "$run/split.json" "$out/split.json"
-cp "$run/history.json" "$out/history.json"
+# Release a models.finetune run as models/yunet_mask (see scripts/release_finetuned.sh):
+#   [STAGE1=RUN_DIR_OF_STAGE_1] scripts/release_yunet_mask.sh RUN_DIR VERSION [OUT_DIR]
+exec "$(dirname "$0")/release_finetuned.sh" "${1:?usage: $0 RUN_DIR VERSION [OUT_DIR]}" "${2:?usage: $0 RUN_DIR VERSION [OUT_DIR]}" "${3:-models/yunet_mask}"
