@@ -457,27 +457,41 @@ def fit(args: argparse.Namespace) -> List[Dict]:
             rec.update(validate(ema.model, meta, val_s))
         rec["elapsed_s"] = time.time() - t_start
         history.append(rec)
-        score = rec.get("voc_mAP50_mask_no_mask", -rec["loss"])
-        cargs = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        torch.save({"arch": "yunet_detector", "net": net_cfg, "model": model.state_dict(), "ema": ema.model.state_dict(),
-                    "ema_step": ema.step, "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
-                    "best": max(best, score), "history": history, "step": step, "rng": torch.get_rng_state(),
-                    "args": cargs, "meta": meta.to_json()}, last)
-        if score > best:
-            best = score
-            torch.save({"arch": "yunet_detector", "net": net_cfg, "ema": ema.model.state_dict(), "meta": meta.to_json(),
-                        "epoch": epoch + 1, "metrics": rec, "args": cargs}, args.out / "best.pt")
-        (args.out / "history.json").write_text(json.dumps(history, indent=1))
-        plot_curves([{**h, "mAP50_mask_no_mask": h.get("voc_mAP50_mask_no_mask"), "AP50_mask": h.get("voc_AP50_mask"),
-                      "AP50_no_mask": h.get("voc_AP50_no_mask")} for h in history], args.out / "curves.png",
-                    {"loss": "total", "hard": "L_hard", "kd": "Σ λ·L_KD"}, f"training loss ({args.out.name})")
-        log.info("epoch %d/%d loss %.4f %s | %.0f s", epoch + 1, args.epochs, rec["loss"],
-                 " ".join(f"{k} {v:.3f}" for k, v in rec.items() if k.startswith(("voc_m", "voc_AP50_2", "nc_", "face_"))),
-                 rec["elapsed_s"])
+        best = end_epoch(args, "yunet_detector", net_cfg, model, ema, opt, sched, epoch, step, best, history, meta,
+                         {"loss": "total", "hard": "L_hard", "kd": "Σ λ·L_KD"}, ("voc_m", "voc_AP50_2", "nc_", "face_"))
         ds.set_random_seed(args.seed + 7919 * (epoch + 1))
         if args.max_steps and step >= args.max_steps:
             break
     return history
+
+
+def end_epoch(args: argparse.Namespace, arch: str, net_cfg: Dict, model: torch.nn.Module, ema, opt, sched, epoch: int,
+              step: int, best: float, history: List[Dict], meta: ModelMeta, loss_labels: Dict[str, str],
+              log_prefixes: Tuple[str, ...], logger: logging.Logger = log) -> float:
+    """The end of a fine-tuning epoch (this module's and :mod:`models.finetune_ssd`'s): ``last.pt``
+    (everything ``--resume`` needs), ``best.pt`` when the validation mean AP@0.5 mask / no_mask of
+    ``history[-1]`` beats ``best`` (the EMA weights, metadata and metrics that ``models.export`` reads),
+    ``history.json``, ``curves.png`` and one line on ``logger`` (the metrics whose names start with
+    ``log_prefixes``). Returns the new best score."""
+    rec = history[-1]
+    score = rec.get("voc_mAP50_mask_no_mask", -rec["loss"])
+    cargs = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    torch.save({"arch": arch, "net": net_cfg, "model": model.state_dict(), "ema": ema.model.state_dict(),
+                "ema_step": ema.step, "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
+                "best": max(best, score), "history": history, "step": step, "rng": torch.get_rng_state(),
+                "args": cargs, "meta": meta.to_json()}, args.out / "last.pt")
+    if score > best:
+        best = score
+        torch.save({"arch": arch, "net": net_cfg, "ema": ema.model.state_dict(), "meta": meta.to_json(),
+                    "epoch": epoch + 1, "metrics": rec, "args": cargs}, args.out / "best.pt")
+    (args.out / "history.json").write_text(json.dumps(history, indent=1))
+    plot_curves([{**h, "mAP50_mask_no_mask": h.get("voc_mAP50_mask_no_mask"), "AP50_mask": h.get("voc_AP50_mask"),
+                  "AP50_no_mask": h.get("voc_AP50_no_mask")} for h in history], args.out / "curves.png",
+                loss_labels, f"training loss ({args.out.name})")
+    logger.info(
+        "epoch %d/%d loss %.4f %s | %.0f s", epoch + 1, args.epochs, rec["loss"],
+        " ".join(f"{k} {v:.3f}" for k, v in rec.items() if k.startswith(log_prefixes)), rec["elapsed_s"])
+    return best
 
 
 def main(argv=None) -> int:

@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader
 from edge.decoders import CLASS_NAMES
 from edge.model import ModelMeta
 from models import augment
-from models.finetune import add_schedule_args
+from models.finetune import add_schedule_args, end_epoch
 from models.nets.ultralight import UltraLightDetector, encode_boxes, load_ultralight, priors
 
 log = logging.getLogger("models.finetune_ssd")
@@ -241,7 +241,7 @@ def fit(args: argparse.Namespace) -> List[Dict]:
     """Train as configured by :func:`parse_args`; returns the history (one dict per epoch)."""
     from models.data import class_counts, read_dataset, repeat_factors, split, write_split
     from models.finetune import validate
-    from models.train import EMA, plot_curves, seed_everything, warmup_cosine
+    from models.train import EMA, seed_everything, warmup_cosine
 
     seed_everything(args.seed)
     torch.set_num_threads(args.threads)
@@ -300,7 +300,6 @@ def fit(args: argparse.Namespace) -> List[Dict]:
         start_epoch, best, history, step = ck["epoch"] + 1, ck["best"], ck["history"], ck["step"]
         ds.set_random_seed(args.seed + 7919 * start_epoch)
     net_cfg = {"num_classes": len(CLASS_NAMES)}
-    cargs = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     t_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
     for epoch in range(start_epoch, args.epochs):
         model.train()
@@ -324,23 +323,9 @@ def fit(args: argparse.Namespace) -> List[Dict]:
             rec.update(validate(ema.model, meta, val_s))
         rec["elapsed_s"] = time.time() - t_start
         history.append(rec)
-        score = rec.get("voc_mAP50_mask_no_mask", -rec["loss"])
-        torch.save({"arch": ARCH, "net": net_cfg, "model": model.state_dict(), "ema": ema.model.state_dict(),
-                    "ema_step": ema.step, "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
-                    "best": max(best, score), "history": history, "step": step, "rng": torch.get_rng_state(),
-                    "args": cargs, "meta": meta.to_json()}, last)
-        if score > best:
-            best = score
-            torch.save({"arch": ARCH, "net": net_cfg, "ema": ema.model.state_dict(), "meta": meta.to_json(),
-                        "epoch": epoch + 1, "metrics": rec, "args": cargs}, args.out / "best.pt")
-        (args.out / "history.json").write_text(json.dumps(history, indent=1))
-        plot_curves([{**h, "mAP50_mask_no_mask": h.get("voc_mAP50_mask_no_mask"), "AP50_mask": h.get("voc_AP50_mask"),
-                      "AP50_no_mask": h.get("voc_AP50_no_mask")} for h in history], args.out / "curves.png",
-                    {"loss": "total", "loc": "L_loc (smooth L1)", "cls": "L_conf (CE, 3:1 mining)"},
-                    f"training loss ({args.out.name})")
-        log.info("epoch %d/%d loss %.4f %s | %.0f s", epoch + 1, args.epochs, rec["loss"],
-                 " ".join(f"{k} {v:.3f}" for k, v in rec.items() if k.startswith(("voc_m", "voc_AP50_", "nc_", "face_"))),
-                 rec["elapsed_s"])
+        best = end_epoch(args, ARCH, net_cfg, model, ema, opt, sched, epoch, step, best, history, meta,
+                         {"loss": "total", "loc": "L_loc (smooth L1)", "cls": "L_conf (CE, 3:1 mining)"},
+                         ("voc_m", "voc_AP50_", "nc_", "face_"), log)
         ds.set_random_seed(args.seed + 7919 * (epoch + 1))
         if args.max_steps and step >= args.max_steps:
             break
