@@ -127,6 +127,22 @@ def load_faces(path: Path) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     return {s: (z[f"{s}/boxes"], z[f"{s}/conf"]) for s in stems}
 
 
+def training_unlabelled_faces(samples: Sequence[Sample], yunet: Path, cache: Path, min_conf: float
+                              ) -> Dict[str, np.ndarray]:
+    """Per photo stem, the (M, 4) float32 xyxy photo-px faces the pretrained YuNet (``yunet``) finds at
+    confidence ``>= min_conf`` that no label accounts for (:func:`unlabelled_faces`). The YuNet
+    predictions are read from ``cache`` (.npz, :func:`save_faces`), or made and written there."""
+    faces = load_faces(cache) if cache.exists() else face_teacher(samples, yunet)
+    if not cache.exists():
+        save_faces(cache, faces)
+    none = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+    out = {}
+    for s in samples:
+        b, c = faces.get(s.image.stem, none)
+        out[s.image.stem] = b[unlabelled_faces(b, c, s.boxes, min_conf)]
+    return out
+
+
 def finetune_loss(pred: torch.Tensor, grid: torch.Tensor, tgt_box: torch.Tensor, tgt_cls: torch.Tensor,
                   ignore: torch.Tensor, box_weight: float = 2.0, obj_weight: float = 1.0, cls_weight: float = 1.0,
                   focal_alpha: float = 0.25, focal_gamma: float = 2.0, cls_pos_weight: Sequence[float] = None
@@ -360,14 +376,7 @@ def build_model(args) -> YuNetDetector:
 
 def fit(args: argparse.Namespace) -> List[Dict]:
     """Train as configured by :func:`parse_args`; returns the history (one dict per epoch)."""
-    seed_everything(args.seed)
-    torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    samples = read_dataset(args.data)
-    train_s, val_s = split(samples, args.val_hex)
-    write_split(args.out / "split.json", train_s, val_s, args.val_hex)
-    if args.limit:
-        train_s = train_s[: args.limit]
+    train_s, val_s = start_run(args)
     teacher = None
     if args.teacher or args.teacher_cache:
         from models.distill import load_teacher, save_teacher, teacher_predictions
@@ -380,14 +389,8 @@ def fit(args: argparse.Namespace) -> List[Dict]:
                    for k, (b, c, l) in teacher.items()}
     unlabelled = None
     if args.pseudo != "none":
-        fc = args.faces_cache or args.out / "faces.npz"
-        faces = load_faces(fc) if fc.exists() else face_teacher(train_s, args.yunet)
-        if not fc.exists():
-            save_faces(fc, faces)
-        unlabelled = {}
-        for s in train_s:
-            b, c = faces.get(s.image.stem, (np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
-            unlabelled[s.image.stem] = b[unlabelled_faces(b, c, s.boxes, args.pseudo_conf)]
+        unlabelled = training_unlabelled_faces(train_s, args.yunet, args.faces_cache or args.out / "faces.npz",
+                                               args.pseudo_conf)
     distil = teacher is not None
     log.info("train %d images %s, val %d; KD %s (%d teacher objects); pseudo %s (%d unlabelled faces)",
              len(train_s), class_counts(train_s), len(val_s), "on" if distil else "off",
@@ -463,6 +466,18 @@ def fit(args: argparse.Namespace) -> List[Dict]:
         if args.max_steps and step >= args.max_steps:
             break
     return history
+
+
+def start_run(args: argparse.Namespace) -> Tuple[List[Sample], List[Sample]]:
+    """The start of a fine-tuning run (this module's and :mod:`models.finetune_ssd`'s): seeds, threads,
+    the output folder, the md5-of-stem training / validation split (written to ``split.json``), and
+    ``--limit``. Returns ``(training samples, validation samples)``."""
+    seed_everything(args.seed)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    train_s, val_s = split(read_dataset(args.data), args.val_hex)
+    write_split(args.out / "split.json", train_s, val_s, args.val_hex)
+    return (train_s[: args.limit] if args.limit else train_s), val_s
 
 
 def end_epoch(args: argparse.Namespace, arch: str, net_cfg: Dict, model: torch.nn.Module, ema, opt, sched, epoch: int,

@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader
 from edge.decoders import CLASS_NAMES
 from edge.model import ModelMeta
 from models import augment
-from models.finetune import add_schedule_args, end_epoch
+from models.finetune import DEFAULT_YUNET, add_schedule_args, end_epoch, start_run, training_unlabelled_faces, validate
 from models.nets.ultralight import UltraLightDetector, encode_boxes, load_ultralight, priors
 
 log = logging.getLogger("models.finetune_ssd")
@@ -65,6 +65,11 @@ def detector_meta(input_w: int = 640, input_h: int = 352) -> ModelMeta:
                      strides=[8, 16, 32, 64],
                      cluster={"method": "nms", "conf_threshold": 0.1, "iou_threshold": 0.5, "dbscan_eps": 0.6,
                               "dbscan_min_samples": 0.0, "max_detections": 100, "nested_overlap": 0.7})
+
+
+def prior_corners(pri: np.ndarray) -> np.ndarray:
+    """(P, 4) float32 priors ``(cx, cy, w, h)`` -> (P, 4) float32 ``xyxy``, both normalised to the input."""
+    return np.concatenate([pri[:, :2] - pri[:, 2:] / 2, pri[:, :2] + pri[:, 2:] / 2], 1)
 
 
 def match_priors(boxes: np.ndarray, labels: np.ndarray, pri: np.ndarray, iou_threshold: float = 0.35
@@ -93,7 +98,7 @@ def match_priors(boxes: np.ndarray, labels: np.ndarray, pri: np.ndarray, iou_thr
     out_b = np.zeros((P, 4), np.float32)
     if len(boxes) == 0:
         return out_l, out_b
-    corners = np.concatenate([pri[:, :2] - pri[:, 2:] / 2, pri[:, :2] + pri[:, 2:] / 2], 1)
+    corners = prior_corners(pri)
     iou = box_iou(corners, boxes)                # (P, N)
     best_t = iou.argmax(1)
     best_iou = iou[np.arange(P), best_t]
@@ -121,7 +126,7 @@ def ignored_priors(boxes: np.ndarray, pri: np.ndarray, iou_threshold: float = 0.
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     if len(boxes) == 0:
         return np.zeros(len(pri), bool)
-    corners = np.concatenate([pri[:, :2] - pri[:, 2:] / 2, pri[:, :2] + pri[:, 2:] / 2], 1)
+    corners = prior_corners(pri)
     inter = _overlap(corners, boxes)[0]
     area = (corners[:, 2] - corners[:, 0]) * (corners[:, 3] - corners[:, 1])
     return ((box_iou(corners, boxes) >= iou_threshold) | (inter / area[:, None] > 0.5)).any(1)
@@ -224,7 +229,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "neither positives nor negatives (models.finetune.unlabelled_faces)")
     ap.add_argument("--pseudo-conf", type=float, default=0.5, help="YuNet confidence of an unlabelled face")
     ap.add_argument("--faces-cache", type=Path, help="YuNet face predictions .npz (models.finetune; made if missing)")
-    ap.add_argument("--yunet", type=Path, help="YuNet checkpoint of the face teacher (default: models.finetune's)")
+    ap.add_argument("--yunet", type=Path, default=DEFAULT_YUNET, help="YuNet checkpoint of the face teacher")
     add_schedule_args(ap)
     ap.set_defaults(epochs=4, crop=256)
     return ap.parse_args(argv)
@@ -239,17 +244,10 @@ def build_model(args) -> UltraLightDetector:
 
 def fit(args: argparse.Namespace) -> List[Dict]:
     """Train as configured by :func:`parse_args`; returns the history (one dict per epoch)."""
-    from models.data import class_counts, read_dataset, repeat_factors, split, write_split
-    from models.finetune import validate
-    from models.train import EMA, seed_everything, warmup_cosine
+    from models.data import class_counts, repeat_factors
+    from models.train import EMA, warmup_cosine
 
-    seed_everything(args.seed)
-    torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    train_s, val_s = split(read_dataset(args.data), args.val_hex)
-    write_split(args.out / "split.json", train_s, val_s, args.val_hex)
-    if args.limit:
-        train_s = train_s[: args.limit]
+    train_s, val_s = start_run(args)
     meta = detector_meta(args.input_w, args.input_h)
     model = build_model(args)
     if args.zero_shot:
@@ -259,16 +257,8 @@ def fit(args: argparse.Namespace) -> List[Dict]:
         return [rec]
     unlabelled = None
     if args.pseudo == "ignore":
-        from models.finetune import DEFAULT_YUNET, face_teacher, load_faces, save_faces, unlabelled_faces
-        fc = args.faces_cache or args.out / "faces.npz"
-        faces = load_faces(fc) if fc.exists() else face_teacher(train_s, args.yunet or DEFAULT_YUNET)
-        if not fc.exists():
-            save_faces(fc, faces)
-        none = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
-        unlabelled = {}
-        for s in train_s:
-            b, c = faces.get(s.image.stem, none)
-            unlabelled[s.image.stem] = b[unlabelled_faces(b, c, s.boxes, args.pseudo_conf)]
+        unlabelled = training_unlabelled_faces(train_s, args.yunet, args.faces_cache or args.out / "faces.npz",
+                                               args.pseudo_conf)
     log.info("train %d images %s, val %d; pseudo %s (%d unlabelled faces); hard negatives >= %d per image",
              len(train_s), class_counts(train_s), len(val_s), args.pseudo,
              sum(len(v) for v in unlabelled.values()) if unlabelled else 0, args.min_neg)
