@@ -2,14 +2,17 @@
 
     maskwatch run [-c config.yaml] [--source SRC] [--headless] [--fast] [--max-frames N]
                   [--events FILE] [--save-video FILE]
-    maskwatch check-config FILE
+    maskwatch check-config [-c] FILE
     maskwatch bench --source FILE [-c config.yaml] [--max-frames N] [--json]
-    maskwatch report --day YYYY-MM-DD [-c config.yaml] [--events FILE] [--png out.png] [--json]
+    maskwatch report [--day YYYY-MM-DD] [-c config.yaml] [--events FILE] [--png out.png] [--json]
     maskwatch doctor [-c config.yaml] [--source SRC] [--seconds S] [--no-sound] [--json]
     maskwatch build-engine [-c config.yaml] [--model M] [--precision fp16|int8] [--calib-dir DIR] [--calib-count N]
                            [--calib-cache FILE] [--dla-core N] [--workspace-mb MB] [--out-dir DIR] [--force]
     maskwatch check-parity --images DIR|VIDEO [-c config.yaml] [--model M] [--backend tensorrt|onnxruntime]
                            [--precision fp16|int8] [--tolerance exact|fp16|int8] [--count N] [--json FILE]
+
+Every subcommand that reads a config takes ``-c/--config FILE``; ``report`` shows today unless ``--day`` says
+otherwise.
 
 Exit codes: 0 ok, 1 runtime error (model or source missing), 2 invalid config or arguments;
 check-parity: 1 beyond tolerance, 3 could not run (see :mod:`edge.parity`).
@@ -47,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--save-video", metavar="FILE", help="write the annotated stream (.mp4 or .avi)")
 
     c = sub.add_parser("check-config", help="validate a config file: prints OK or every error")
-    c.add_argument("file")
+    c.add_argument("file", nargs="?", help="the YAML config (or give it with -c)")
+    c.add_argument("-c", "--config", dest="config", help="the YAML config (same as FILE)")
 
     b = sub.add_parser("bench", help="per-stage timings and frames/s on a video file")
     b.add_argument("--source", required=True, help="a video file")
@@ -55,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--max-frames", type=int, metavar="N", help="only the first N frames")
     b.add_argument("--json", action="store_true", help="one JSON object instead of a table")
 
-    p = sub.add_parser("report", help="a day's people counts (and a bar chart PNG)")
-    p.add_argument("--day", required=True, help="YYYY-MM-DD")
+    p = sub.add_parser("report", help="a day's people counts per hour and its alarms (and a bar chart PNG)")
+    p.add_argument("--day", help="YYYY-MM-DD (default: today, local time)")
     p.add_argument("-c", "--config", help="YAML config (for the event log paths)")
     p.add_argument("--events", metavar="FILE", help="the alarm events file (default: from the config)")
     p.add_argument("--counts", metavar="FILE", help="the counts file (default: from the config)")
@@ -111,6 +115,13 @@ def _load(path: Optional[str]) -> Config:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate the file and the files it names (model.path, alarm.sound); every error is one bounded line."""
+    if args.file and args.config and args.file != args.config:
+        print(f"check-config: two files given ({args.file}, {args.config}); give one", file=sys.stderr)
+        return 2
+    args.file = args.file or args.config
+    if not args.file:
+        print("check-config: give the file: maskwatch check-config -c FILE", file=sys.stderr)
+        return 2
     try:
         load(args.file, check_files=True)
     except ConfigError as e:
@@ -175,6 +186,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     counts = Path(args.counts) if args.counts else (events.with_name("counts.jsonl") if args.events
                                                      else cfg.events.resolved_counts_path())
     import datetime
+    if args.day is None:
+        args.day = datetime.date.today().isoformat()  # local time, as the event log's hours are
     try:
         datetime.datetime.strptime(args.day, "%Y-%m-%d")
     except ValueError:

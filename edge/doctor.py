@@ -85,7 +85,7 @@ def check_config(path: Optional[str]) -> Tuple[Check, Config]:
         cfg = load(path)
     except ConfigError as e:
         return Check("config", FAIL, f"{path}: " + "; ".join(e.errors[:3]) + (" ..." if len(e.errors) > 3 else ""),
-                     f"fix the file (maskwatch check-config {path} lists every error with its line); the other "
+                     f"fix the file (maskwatch check-config -c {path} lists every error with its line); the other "
                      "checks use the built-in defaults"), Config()
     return Check("config", PASS, f"{path} is valid"), cfg
 
@@ -136,6 +136,7 @@ def check_camera(cfg: Config, source: Optional[str] = None, seconds: float = 3.0
 def check_model(cfg: Config) -> Check:
     """The model file loads in its backend and runs one inference."""
     from edge.detector import load_backend
+    from edge.model import model_label
     path = cfg.model.resolved_path()
     try:
         if cfg.model.backend == "tensorrt":  # the service's engine folder, as the engine row looks at it
@@ -154,7 +155,7 @@ def check_model(cfg: Config) -> Check:
     except Exception as e:  # ImportError, FileNotFoundError, a runtime's own errors: all mean "does not load"
         return Check("model", FAIL, f"{path} ({cfg.model.backend}): {str(e).splitlines()[0] if str(e) else e!r}",
                      "reinstall the package (sudo scripts/install.sh) or set model.path to an .onnx file")
-    return Check("model", PASS, f"{path.name} {meta.version} ({cfg.model.backend}): loads, {meta.input_w}x"
+    return Check("model", PASS, f"{model_label(path, meta)} ({cfg.model.backend}, {path}): loads, {meta.input_w}x"
                  f"{meta.input_h}, {ms:.0f} ms per inference")
 
 
@@ -269,7 +270,8 @@ def check_speaker(cfg: Config, ask: Optional[Callable[[str], str]] = None, timeo
     audio_log.propagate = False          # ... in the table, not a second time in the log
     try:
         try:
-            player = AlarmPlayer(cfg.alarm.sound, cfg.alarm.volume, retry_s=3600)
+            # the retry pause `maskwatch run` uses (alarm.audio_retry_s), so the row says what the service does
+            player = AlarmPlayer(cfg.alarm.sound, cfg.alarm.volume, retry_s=cfg.alarm.audio_retry_s)
         except (OSError, ValueError) as e:
             return Check("speaker", FAIL, f"alarm sound: {e}", "set alarm.sound to a 16-bit PCM WAV or null")
         try:
@@ -429,7 +431,35 @@ def main(config: Optional[str] = None, source: Optional[str] = None, seconds: fl
          as_json: bool = False) -> int:
     """The ``maskwatch doctor`` command: prints the table (or JSON) and returns the exit code."""
     ask = input if (sound and not as_json and sys.stdin is not None and sys.stdin.isatty()) else None
-    progress = None if as_json else (lambda c: print(f"  {c.name}: {c.status}", file=sys.stderr, flush=True))
-    report = run_doctor(config, source, seconds, sound, ask, progress)
+    progress = TerminalProgress(sys.stderr) if not as_json and _isatty(sys.stderr) else None
+    try:
+        report = run_doctor(config, source, seconds, sound, ask, progress)
+    finally:
+        if progress is not None:
+            progress.clear()
     print(json.dumps(report.as_dict(), indent=1) if as_json else format_table(report))
     return report.exit_code
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class TerminalProgress:
+    """The row last finished, on one line of a terminal that the next row overwrites and :meth:`clear` erases,
+    so the table is the only summary left on the screen (the camera and speaker rows take seconds)."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.done = stream, 0
+
+    def __call__(self, c: Check) -> None:
+        self.done += 1
+        self.stream.write(f"\r\x1b[K  doctor: {self.done} checks done, last {c.name} {c.status} ...")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        self.stream.write("\r\x1b[K")
+        self.stream.flush()

@@ -395,19 +395,31 @@ def save_report_png(rep: Dict[str, Any], path: Union[str, Path]) -> Path:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise RuntimeError("the PNG chart needs matplotlib (pip install matplotlib)") from e
+    fig = report_figure(rep, plt)
+    fig.savefig(str(path))
+    plt.close(fig)
+    return Path(path)
+
+
+def report_figure(rep: Dict[str, Any], plt: Any) -> Any:
+    """The matplotlib figure of :func:`save_report_png`: hours 0-23 on x, people on y, both axes in whole
+    numbers (a count of people has no 0.2 step)."""
+    from matplotlib.ticker import MaxNLocator
     hours = list(rep["hours"])
     fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
     bottom = np.zeros(len(hours))
     colors = {"mask": "#3cb43c", "no_mask": "#e02828", "mask_incorrect": "#ffa000"}
     for c in COUNT_CLASSES:
         vals = np.array([rep["hours"][h][c] for h in hours], float)
-        ax.bar(hours, vals, bottom=bottom, label=c, color=colors[c])
+        ax.bar([int(h) for h in hours], vals, bottom=bottom, label=c, color=colors[c])
         bottom += vals
+    ax.set_xticks([int(h) for h in hours])
     ax.set_xlabel("hour")
     ax.set_ylabel("people")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if not bottom.any():
+        ax.set_ylim(0, 1)  # a day without people: the axis still reads 0 and 1
     ax.set_title(f"maskwatch {rep['day']}: {sum(rep['total'].values())} people, {rep['alarms']} alarms")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(str(path))
-    plt.close(fig)
-    return Path(path)
+    return fig

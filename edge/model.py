@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Tuple, Union
 
 import numpy as np
 
@@ -114,6 +115,17 @@ class ModelMeta:
         d = dict(self.cluster)
         d.update({k: v for k, v in overrides.items() if v is not None})
         return ClusterParams(**d)
+
+
+def model_label(path: Union[str, Path], meta: "ModelMeta") -> str:
+    """How logs and ``maskwatch doctor`` name a model: ``"ultralight_mask 1.1.0"``.
+
+    The name is the release folder for a released model (``models/<name>/model.onnx``), else the file's
+    stem (``mine.onnx`` -> ``mine``); the version is the one in the file's metadata (:attr:`ModelMeta.version`).
+    """
+    p = Path(path)
+    name = p.parent.name if p.stem == "model" and p.parent.name else p.stem
+    return f"{name} {meta.version}"
 
 
 def preprocess(frame_bgr: np.ndarray, meta: ModelMeta) -> Tuple[np.ndarray, Letterbox]:

@@ -22,6 +22,7 @@ from edge.config import Config, ConfigError, diff, load
 from edge.detector import Detector, load_backend
 from edge.display import Display, VideoSink, display_available, open_display
 from edge.events import EventLog, HourlyCounts, save_snapshot
+from edge.model import model_label
 from edge.overlay import BANNERS, Overlay
 from edge.policy import AlarmPolicy
 from edge.sources import Capture, Source, SourceError, make_source
@@ -248,8 +249,9 @@ class Pipeline:
         self.capture = self._start_capture(self.source or self._make_source(cfg))
         self.video = VideoSink(cfg.display.save_video, self.capture.source.fps) if cfg.display.save_video else None
         log.info("running: model %s (%s), classifier %s, source %s, display %s, events %s",
-                 cfg.model.resolved_path().name, cfg.model.backend,
-                 cfg.model.resolved_classifier() if self.secondary else "none", self.capture.source.name,
+                 model_label(cfg.model.resolved_path(), backend.meta), cfg.model.backend,
+                 model_label(cfg.model.resolved_classifier(), self.secondary.classifier.meta) if self.secondary
+                 else "none", self.capture.source.name,
                  "on" if self.display else "off", self.events.path)
         t_start, meter, last_index = time.monotonic(), FpsMeter(), None
         try:
