@@ -42,7 +42,7 @@ def _models_dirs() -> List[Path]:
 
 def released_models(role: str = "detector") -> List[str]:
     """Names of the released models of one ``role`` installed with the package (sorted): detectors
-    (``yolo_student_kd``, ...) by default, ``role="classifier"`` for the secondary mask classifiers."""
+    (``ultralight_mask``, ...) by default, ``role="classifier"`` for the secondary mask classifiers."""
     return sorted({p.parent.name for d in _models_dirs() for p in d.glob("*/model.onnx") if model_role(p) == role})
 
 
@@ -183,14 +183,13 @@ class EngineConfig(_Section):
 
 
 def _is_model_name(v: str) -> bool:
-    """A released model's name (``yolo_student_kd``), not a file path."""
+    """A released model's name (``ultralight_mask``), not a file path."""
     return "/" not in v and "\\" not in v and not v.endswith(".onnx")
 
 
 class ModelConfig(_Section):
     path: Optional[str] = Field(None, description="a released model's name (a folder of models/: "
-                                "ultralight_mask (the default), yunet_mask, detectnet_v2_r18, detectnet_v2_r18_pruned, yolo_student_baseline, "
-                                "yolo_student_kd) or "
+                                "ultralight_mask (the default), detectnet_v2_r18, detectnet_v2_r18_pruned, yolo_student_baseline) or "
                                 "the path of an .onnx file; null: the default released model")
     backend: Literal["onnxruntime", "tensorrt"] = Field(
         "onnxruntime", description="inference runtime: onnxruntime (CPU, any machine) or tensorrt (Jetson GPU/DLA; "

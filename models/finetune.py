@@ -1,7 +1,7 @@
 """Fine-tune a pretrained face detector (YuNet-n) into the 3-class mask detector, with face zoom,
 difficulty-aware distillation and teacher pseudo-labels (issue 12).
 
-CLI (the recipe of models/yunet_mask/MODEL_CARD.md: two stages of 4 epochs, one CPU thread)::
+CLI (the recipe of the retired yunet_mask release, docs/models.md: two stages of 4 epochs, one CPU thread)::
 
     C="--data ../shared/data/face-mask-andrewmvd --crop 256 --epochs 4"
     # no KD: hard labels only, from the pretrained YuNet-n (stage 1), then stage 2 from its best.pt

@@ -1,7 +1,7 @@
 """Fine-tune the pretrained Ultra-Light RFB masked-face SSD into the 3-class mask detector (issue 12:
 the second pretrained starting point, next to YuNet-n in :mod:`models.finetune`).
 
-CLI (the same data and schedule as models/yunet_mask/MODEL_CARD.md: two stages of 4 epochs, one thread)::
+CLI (the same data and schedule as the retired yunet_mask, docs/models.md: two stages of 4 epochs, one thread)::
 
     C="--data ../shared/data/face-mask-andrewmvd --crop 256 --epochs 4"
     python -m models.finetune_ssd $C --out runs/ul/s1

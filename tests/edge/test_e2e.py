@@ -35,9 +35,6 @@ KNOWN_FAILURES = {
     ("masked_man_no_alarm", "detectnet_v2_r18_pruned"): "model detectnet_v2_r18_pruned 1.0.0: an object at the left "
     "edge ([62, 126, 250, 339] px, frame 15) is tracked as no_mask at score ~0.96 for 0.5 s; see "
     "models/detectnet_v2_r18_pruned/MODEL_CARD.md",
-    ("unmasked_man_gives_one_alarm_one_sound_and_an_annotated_video", "yolo_student_kd"): "model yolo_student_kd "
-    "1.0.0 scores the unmasked man no_mask 0.26-0.29, above its threshold 0.20 but under the tracker's high_score 0.5, "
-    "so no track is confirmed and no alarm sounds; see models/yolo_student_kd/MODEL_CARD.md",
 }
 
 

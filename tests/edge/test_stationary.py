@@ -133,8 +133,7 @@ def test_a_pasted_photo_gives_no_alarm_in_a_masked_clip(tmp_path, model_path, po
 def test_without_the_rule_the_pasted_photo_does_alarm(tmp_path, model_path, poster_videos, clip, tracker, model):
     """The controls: the photo is a real no_mask trigger for the default model, so the tests above can fail;
     and in the unmasked clip the box alone does not tell the photo from the man for ``yolo_student_baseline``
-    (its box on the photo jumps by up to 0.3 of the face width), the picture-change check does. (The
-    default ``yunet_mask``'s box on the photo is steady enough for the box test alone.)"""
+    (its box on the photo jumps by up to 0.3 of the face width), the picture-change check does."""
     video, _, photo = poster_videos[clip]
     events = tmp_path / "events.jsonl"
     run(video, events, default_model_path(model) if model else model_path, {"tracker": tracker})
