@@ -43,7 +43,9 @@ setup(
         # pkg-config): systemd.daemon.notify and the journal handler, tested both with and without it. It is optional
         # at run time (edge/systemd.py falls back to its own socket and stderr); on the Jetson it is apt
         # python3-systemd, seen by a venv made with --system-site-packages
-        "dev": ["pytest>=7", "vermin>=1.6", "Pillow>=9.2", "systemd-python>=234; sys_platform == 'linux'"],
+        # markdown-it-py: the link and anchor check of README.md and docs/ (tests/test_docs_links.py)
+        "dev": ["pytest>=7", "vermin>=1.6", "Pillow>=9.2", "systemd-python>=234; sys_platform == 'linux'",
+                "markdown-it-py>=3"],
     },
     entry_points={"console_scripts": ["maskwatch=edge.cli:main"]},
 )
