@@ -2,7 +2,7 @@
 
 CLI::
 
-    python -m models.compare --out docs/model_comparison.md --plot models/accuracy_vs_latency.png --readme README.md \\
+    python -m models.compare --out docs/model_comparison.md --plot models/accuracy_vs_latency.png \\
         --ablation runs/s_base runs/s_kd_t25 runs/s_kd_t50 runs/s_kd_t75 runs/s_kd_fixed runs/s_kd_w025 runs/s_kd_clsonly
 
 Reads, for each folder ``models/<name>/`` holding a ``model.onnx``: ``eval.json`` (models.evaluate),
