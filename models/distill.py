@@ -1,6 +1,6 @@
 """Train the YOLO student, alone (baseline) or with difficulty-aware knowledge distillation.
 
-CLI (the released student's recipe; see models/yolo_student/MODEL_CARD.md)::
+CLI (the released student's recipe; see models/yolo_student_baseline/MODEL_CARD.md)::
 
     # baseline: hard labels only
     python -m models.distill --data ../shared/data/face-mask-andrewmvd --out runs/student_base --epochs 60
