@@ -89,9 +89,12 @@ CHANGE_CAP = 0.1
 LIVE_EVIDENCE = 2
 #: frame-to-frame changes kept for the noise floor
 NOISE_SAMPLES = 32
-#: most picture samples (t, box, thumbnail) a track keeps: bounds memory at any frame rate
-#: (~1 KiB each; the window needs ``liveness_window_s * fps`` + 1 of them)
-MAX_PICTURE_SAMPLES = 64
+#: picture samples are taken at most this many times per ``liveness_window_s`` (every frame up to 128 fps
+#: at the default 0.25 s window) ...
+SAMPLES_PER_WINDOW = 32
+#: ... and a track keeps at most this many (t, box, thumbnail) samples (~1 KiB each): bounded memory at any
+#: frame rate and window, and always room for one sample a whole window old
+MAX_PICTURE_SAMPLES = 2 * SAMPLES_PER_WINDOW
 #: most evidence times a track keeps (only the last ``picture_s`` s matter)
 MAX_EVIDENCE = 256
 
@@ -172,9 +175,10 @@ class Track:
                         self.evidence.append(t)
             while len(self.samples) > 1 and t - self.samples[1][0] >= window_s - 1e-6:
                 self.samples.popleft()  # keep one sample at least window_s old, drop older ones
-        thumb = face_thumb(image, self.box)
-        if thumb is not None:
-            self.samples.append((float(t), self.box.copy(), thumb))
+        if not self.samples or t - self.samples[-1][0] >= window_s / SAMPLES_PER_WINDOW:
+            thumb = face_thumb(image, self.box)
+            if thumb is not None:
+                self.samples.append((float(t), self.box.copy(), thumb))
         self.last_change = c
         if self.live_t is None and self.live(t, picture_s):
             self.live_t = t
