@@ -11,7 +11,7 @@ A confirmed track raises **one** alarm when all of these hold:
 * the track is **live** (:mod:`edge.tracking`: its face region shows micro-motion; a poster or a
   painting is a picture and never alarms). Only live frames count towards the hold; a frame that
   is not live (a new track not yet judged, or a picture) restarts it, and only live frames count
-  towards a person. A live person who stands still is live 0.24 s after confirmation on the
+  towards a person. A live person who stands still is live 0.28 s after confirmation on the
   shared clips, so alarms ``alarm.min_seconds`` later.
 
 Every such track gets its event **at once**, however many qualify together. Whether the

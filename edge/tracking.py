@@ -42,7 +42,7 @@ over the window). A track is
 * *undecided* before that (a new track; it does not alarm yet, and is drawn like any face).
 
 Measured (``docs/runtime.md``): the people of the three shared clips, including the masked woman
-who sits nearly still at her laptop, are live 0.24 s after confirmation (0.32 s after they first
+who sits nearly still at her laptop, are live 0.28 s after confirmation (0.36 s after they first
 appear) and stay live (longest gap between evidence frames 0.64 s); a photo pasted into the clips
 never gives one evidence frame, also with sensor noise, a gain ramp and per-frame JPEG re-encoding
 (its change stayed under 0.09 of the threshold). ``tracker.liveness_change: 0`` turns the rule off
