@@ -9,6 +9,9 @@
 * The volume is a linear gain applied to the samples.
 * A missing or failing sound device is logged once, retried after ``retry_s`` seconds,
   and never raises into the caller: display and event log keep working.
+* :meth:`AlarmPlayer.submit` returns a :class:`PlayRequest` that tells, once the audio thread has
+  tried, whether the clip was really handed to a working output device (the stream opened and
+  started) or why not: the event log's ``sounded``/``reason`` come from it.
 
 Playback goes through ``sounddevice`` (PortAudio, apt ``libportaudio2``) to the ALSA
 default device.
@@ -73,6 +76,31 @@ def resample(samples: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
                     axis=1).astype(np.float32)
 
 
+#: why a clip was not played: no working output device (none, a failed open, or the retry pause after one)
+NO_SPEAKER = "no_speaker"
+#: ... or another clip was still playing (one announcement covers a group, like the cooldown)
+BUSY = "cooldown"
+
+
+class PlayRequest:
+    """The outcome of one :meth:`AlarmPlayer.submit`: :attr:`done` is set once known; then :attr:`sounded` is
+    True when the clip was handed to a working output device (the stream started), else :attr:`reason`
+    (:data:`NO_SPEAKER`, :data:`BUSY`) and :attr:`error` say why."""
+
+    def __init__(self, cls: Optional[str] = None):
+        self.cls = cls
+        self.accepted = False  # handed to the audio thread (not refused at once: busy, retry pause)
+        self.done = threading.Event()
+        self.sounded = False
+        self.reason = None  # type: Optional[str]
+        self.error = ""
+
+    def finish(self, sounded: bool, reason: Optional[str] = None, error: str = "") -> "PlayRequest":
+        self.sounded, self.reason, self.error = sounded, (None if sounded else reason), error
+        self.done.set()
+        return self
+
+
 class AlarmPlayer:
     """Non-blocking, non-overlapping alarm playback.
 
@@ -98,6 +126,7 @@ class AlarmPlayer:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._clip = None  # type: Optional[str]
+        self._pending = None  # type: Optional[PlayRequest]
         self.configure(sound, volume, retry_s, prompts)
         self._thread = threading.Thread(target=self._run, name="audio", daemon=True)
         self._thread.start()
@@ -126,17 +155,27 @@ class AlarmPlayer:
         """Start the alarm clip (the prompt of alarm class ``cls``; ``None`` or an unknown class: the
         ``sound`` clip) in the background. Returns False (and does nothing) while one is still playing or
         the device is in its retry pause."""
+        return self.submit(cls).accepted
+
+    def submit(self, cls: Optional[str] = None) -> PlayRequest:
+        """Like :meth:`play`, returning the request: already done (not sounded, ``reason``) when a clip is
+        still playing or the device is in its retry pause; otherwise done by the audio thread as soon as the
+        clip is handed to the device or the device fails (milliseconds)."""
+        req = PlayRequest(cls)
         if self._busy.is_set():
             self.skipped += 1
-            return False
+            return req.finish(False, BUSY, "another clip is still playing")
         if self._failed_at is not None and time.monotonic() - self._failed_at < self.retry_s:
             self.skipped += 1
             log.debug("sound device failed %.0f s ago; not retrying yet", time.monotonic() - self._failed_at)
-            return False
+            return req.finish(False, NO_SPEAKER, f"the sound device failed {time.monotonic() - self._failed_at:.0f} "
+                                                 f"s ago; retried after {self.retry_s:.0f} s")
         self._busy.set()
         self._clip = cls
+        req.accepted = True
+        self._pending = req
         self._request.set()
-        return True
+        return req
 
     def wait(self, timeout: float = 10.0) -> bool:
         """Wait until no clip is playing; True if idle."""
@@ -166,7 +205,11 @@ class AlarmPlayer:
             self._request.wait()
             self._request.clear()
             if self._stop.is_set():
+                if self._pending is not None:
+                    self._pending.finish(False, NO_SPEAKER, "the player was closed")
                 return
+            req, self._pending = self._pending, None
+            req = req or PlayRequest(self._clip)
             with self._lock:
                 samples, rate, duration, name = self.samples, self.rate, self.duration, self.path.name
                 if self._clip in self.clips:
@@ -176,13 +219,17 @@ class AlarmPlayer:
             try:
                 sd = self._device()
                 try:
-                    sd.play(samples, rate, blocking=True)
+                    sd.play(samples, rate)  # opens and starts the stream (raises when the device fails)
                 except sd.PortAudioError as e:  # a raw hw: device may not take 16 kHz: use its own rate
                     if "sample rate" not in str(e).lower():
                         raise
                     dev_rate = int(sd.query_devices(kind="output")["default_samplerate"])
-                    sd.play(resample(samples, rate, dev_rate), dev_rate, blocking=True)
+                    sd.play(resample(samples, rate, dev_rate), dev_rate)
+                req.finish(True)  # the clip is in the device's hands
+                sd.wait()
             except Exception as e:  # OSError (no PortAudio), sounddevice.PortAudioError (no device), ...
+                if not req.done.is_set():
+                    req.finish(False, NO_SPEAKER, str(e).splitlines()[0] if str(e) else type(e).__name__)
                 self.failed += 1
                 self.device_ok = False
                 self._failed_at = time.monotonic()

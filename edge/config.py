@@ -11,6 +11,7 @@ The documented example with every key is ``edge/config.example.yaml``.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 from pathlib import Path
@@ -90,6 +91,20 @@ def default_state_dir() -> Path:
     if sd:
         return Path(sd.split(":")[0])
     return Path.home() / ".local" / "state" / "maskwatch"
+
+
+#: tracker keys of the replaced "stationary" rule: accepted with a warning and ignored
+REMOVED_TRACKER_KEYS = ("stationary_s", "stationary_fraction", "stationary_change")
+
+
+def _deprecated(message: str) -> None:
+    """Log a deprecated-key warning (once per message and process: a reload re-validates the same file)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logging.getLogger(__name__).warning("config: %s", message)
+
+
+_WARNED = set()  # type: set
 
 
 class _Section(BaseModel):
@@ -240,17 +255,28 @@ class TrackerConfig(_Section):
     max_age_s: float = Field(1.0, ge=0, le=60, description="a track not matched for this long is ended (s)")
     vote_window: int = Field(15, ge=1, le=300, description="a track's class is the score-weighted vote over its "
                              "last this many matched frames")
-    stationary_s: float = Field(2.0, ge=0, le=600, description="a track whose box has not moved for this long is "
-                                "stationary (a poster, a painting, a face on a screen that stays put): it never "
-                                "alarms and is not counted as a person; a new track is stationary until it moves "
-                                "(s); 0: off")
-    stationary_fraction: float = Field(0.1, gt=0, le=2, description="the box has moved when its centre or width "
-                                       "varied by at least this fraction of the face width within stationary_s "
-                                       "(4 x median absolute deviation / median width)")
-    stationary_change: float = Field(0.01, ge=0, le=1, description="a move counts only if the picture of the "
-                                     "face region changed by at least this much within stationary_s (1 - "
-                                     "normalised cross-correlation of 16x16 grey thumbnails, 0-1): a photo's box "
-                                     "jitters but its picture never changes; 0: box motion only")
+    liveness_change: float = Field(0.01, ge=0, le=1, description="a face is live (a person, not a picture) when "
+                                   "the picture of its face region changes by at least this much within "
+                                   "liveness_window_s (1 - normalised cross-correlation of 16x16 grey thumbnails; "
+                                   "raised to 3x the track's camera-noise floor); people 0.04-0.2, a print under "
+                                   "0.001; 0: off (every face is live)")
+    liveness_window_s: float = Field(0.25, gt=0, le=5, description="the face region is compared with the same "
+                                     "place this long ago (s)")
+    picture_s: float = Field(2.0, gt=0, le=600, description="a face seen this long without 2 frames of live "
+                             "change in the last picture_s is a picture (poster, photo): it never alarms, is not "
+                             "counted as a person and is drawn dimmed as 'picture' (s)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            old = [k for k in REMOVED_TRACKER_KEYS if k in data]
+            if old:
+                _deprecated("tracker." + ", tracker.".join(old) + " no longer exist (the 'stationary' rule was "
+                            "replaced by the liveness rule): ignored; see tracker.liveness_change, "
+                            "tracker.liveness_window_s and tracker.picture_s")
+                data = {k: v for k, v in data.items() if k not in REMOVED_TRACKER_KEYS}
+        return data
 
 
 class PromptsConfig(_Section):
@@ -325,9 +351,12 @@ class ZoneConfig(_Section):
     polygon: List[Tuple[float, float]] = Field(
         default_factory=list, description="entrance zone as [x, y] points in fractions of the frame (0-1); only "
         "faces whose centre lies inside count; empty: the whole frame")
-    min_face_px: int = Field(20, ge=0, le=4000, description="ignore faces narrower than this (px in the frame)")
-    max_face_px: int = Field(480, ge=1, le=8000, description="ignore faces wider than this (px in the frame); "
-                             "480 px is a face about 0.5 m from a C922 at 720p, nearer than anyone walks past")
+    min_face_frac: float = Field(0.025, ge=0, le=1, description="ignore faces narrower than this fraction of the "
+                                 "frame height (0.025: 18 px at 720p, 54 px at 4K; a face about 7 m from a "
+                                 "70-degree camera)")
+    max_face_frac: float = Field(0.7, gt=0, le=2, description="ignore faces wider than this fraction of the frame "
+                                 "height (0.7: 504 px at 720p; a face about 0.3 m from a 70-degree camera, nearer "
+                                 "than anyone walks past)")
 
     @field_validator("polygon")
     @classmethod
@@ -341,8 +370,8 @@ class ZoneConfig(_Section):
 
     @model_validator(mode="after")
     def _order(self) -> "ZoneConfig":
-        if self.max_face_px <= self.min_face_px:
-            raise ValueError(f"max_face_px ({self.max_face_px}) must be > min_face_px ({self.min_face_px})")
+        if self.max_face_frac <= self.min_face_frac:
+            raise ValueError(f"max_face_frac ({self.max_face_frac}) must be > min_face_frac ({self.min_face_frac})")
         return self
 
 
@@ -404,6 +433,37 @@ class Config(_Section):
     events: EventsConfig = Field(default_factory=EventsConfig, description="event log and counts")
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="Jetson temperatures, power "
                                        "and throttling (jtop)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _face_px(cls, data: Any) -> Any:
+        """Migrate ``zone.min_face_px``/``zone.max_face_px`` (px, before 2026-12) to the fractions of the frame
+        height, at ``camera.height``, with a warning naming both keys; both the old and the new key: an error."""
+        if not isinstance(data, dict) or not isinstance(data.get("zone"), dict):
+            return data
+        zone = data["zone"]
+        old = [k for k in ("min_face_px", "max_face_px") if k in zone]
+        if not old:
+            return data
+        cam = data.get("camera") if isinstance(data.get("camera"), dict) else {}
+        height = cam.get("height", CameraConfig.model_fields["height"].default)
+        if not isinstance(height, int) or isinstance(height, bool) or height <= 0:
+            return data  # camera.height is invalid itself: its own error says so
+        zone = dict(zone)
+        for k in old:
+            new = k.replace("_px", "_frac")
+            if new in zone:
+                raise ValueError(f"zone.{k} (px) was replaced by zone.{new} (a fraction of the frame height); "
+                                 f"remove zone.{k}")
+            v = zone.pop(k)
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise ValueError(f"zone.{k} (px) was replaced by zone.{new} (a fraction of the frame height, 0-1)")
+            zone[new] = round(float(v) / height, 4)
+            _deprecated(f"zone.{k}: {v} is deprecated (pixels do not follow the camera resolution); read as "
+                        f"zone.{new}: {zone[new]} ({v} px / camera.height {height}); write zone.{new} instead")
+        data = dict(data)
+        data["zone"] = zone
+        return data
 
 
 #: the largest config file read (bytes): the example is ~10 KiB; bigger files are refused before parsing,

@@ -14,7 +14,7 @@ LABELS = {"mask": "mask", "no_mask": "NO MASK", "mask_incorrect": "mask incorrec
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 #: the alarm banner per alarm class (the spoken prompt's words)
 BANNERS = {"no_mask": "PLEASE WEAR YOUR MASK", "mask_incorrect": "PLEASE COVER YOUR NOSE"}
-#: a stationary track (poster, painting) is drawn in its class colour at this share, with a thin box
+#: a picture (poster, painting; :mod:`edge.tracking`) is drawn in its class colour at this share, with a thin box
 DIM = 0.45
 
 
@@ -39,13 +39,13 @@ class Overlay:
 
     def draw(self, image: np.ndarray, dets: Detections, fps: float = 0.0, alarm: bool = False,
              counts: Optional[Dict[str, int]] = None, telemetry: str = "",
-             dimmed: Optional[np.ndarray] = None) -> np.ndarray:
+             pictures: Optional[np.ndarray] = None) -> np.ndarray:
         """A copy of ``image`` (H, W, 3) uint8 BGR with everything drawn on it.
 
         ``counts``: the status line's per-class numbers (the pipeline passes the people in view: confirmed,
-        not stationary tracks); ``None``: the boxes of ``dets`` per class.
-        ``dimmed``: (N,) bool, boxes of stationary tracks (posters): drawn thin, in a dimmed colour, labelled
-        ``still``.
+        not picture tracks); ``None``: the boxes of ``dets`` per class.
+        ``pictures``: (N,) bool, boxes of tracks judged a picture (posters, photos; :mod:`edge.tracking`):
+        drawn thin, in a dimmed colour, labelled ``picture``.
 
         ``telemetry``: a short board-health text (``52C 8.1W``, see :func:`edge.telemetry.overlay_text`)
         appended to the status line; drawn in orange when it says ``THROTTLED``."""
@@ -60,12 +60,12 @@ class Overlay:
             x1, y1, x2, y2 = dets.xyxy[i].round().astype(int).tolist()
             name = self.classes[int(dets.class_id[i])] if 0 <= dets.class_id[i] < len(self.classes) else "?"
             color = COLORS.get(name, (200, 200, 200))
-            still = dimmed is not None and bool(dimmed[i])
+            still = pictures is not None and bool(pictures[i])
             if still:
                 color = tuple(int(round(DIM * v)) for v in color)
             cv2.rectangle(out, (x1, y1), (x2, y2), color, th if still else th + 1)
             tid = "" if dets.track_id is None or dets.track_id[i] < 0 else f"#{int(dets.track_id[i])} "
-            label = f"{tid}{'still ' if still else ''}{LABELS.get(name, name)} {dets.scores[i]:.2f}"
+            label = f"{tid}{'picture ' if still else ''}{LABELS.get(name, name)} {dets.scores[i]:.2f}"
             (tw, tht), base = cv2.getTextSize(label, FONT, 0.6 * s, th)
             ty = y1 - 4 if y1 - tht - base - 4 >= 0 else y2 + tht + base + 4
             cv2.rectangle(out, (x1, ty - tht - base), (x1 + tw + 4, ty + base // 2), color, -1)

@@ -15,7 +15,7 @@ from typing import Deque, Dict, List, Optional
 
 import numpy as np
 
-from edge.audio import AlarmPlayer, load_wav, prompt_paths
+from edge.audio import NO_SPEAKER, AlarmPlayer, PlayRequest, load_wav, prompt_paths
 from edge.backends.base import Backend
 from edge.classifier import SecondaryClassifier, load_secondary
 from edge.config import Config, ConfigError, diff, load
@@ -24,7 +24,7 @@ from edge.display import Display, VideoSink, display_available, open_display
 from edge.events import EventLog, HourlyCounts, save_snapshot
 from edge.model import model_label
 from edge.overlay import BANNERS, Overlay
-from edge.policy import AlarmPolicy
+from edge.policy import AlarmPolicy, size_limit_warnings
 from edge.sources import Capture, Source, SourceError, make_source
 from edge.systemd import Notifier
 from edge.telemetry import Telemetry
@@ -38,6 +38,9 @@ STAGES = ("capture", "preprocess", "inference", "decode_cluster", "track_policy"
 
 #: RunResult.alarms keeps the newest this many alarms (about 640 B each); a week-long run stays small
 MAX_ALARMS_KEPT = 1000
+
+#: an alarm's event waits at most this long (s) for the speaker to say whether its clip was handed to the device
+SOUND_DECISION_S = 5.0
 
 #: config keys that only take effect after a restart
 RESTART_KEYS = ("model.path", "model.classifier", "model.backend", "model.engine", "model.threads", "display.enabled",
@@ -74,6 +77,7 @@ class RunResult:
     seconds: float = 0.0            # from the first to the last processed frame
     reason: str = ""                # why the loop ended
     alarms_total: int = 0           # every alarm of the run (``alarms`` keeps only the newest)
+    alarms_sounded: int = 0         # of those, the ones whose clip was handed to a working sound device
 
     def add_alarm(self, ev: AlarmEvent) -> None:
         """Keep ``ev``; ``alarms`` is bounded to :data:`MAX_ALARMS_KEPT` (the event log has them all)."""
@@ -215,6 +219,7 @@ class Pipeline:
         self._hung_cap = None  # type: Optional[Capture]
         self._watchdog_held = False  # the camera stayed hung past camera.stall_give_up_s
         self.in_view = {}  # type: Dict[str, int]  # people in view now, by their track's voted class
+        self._unsounded = []  # type: List[tuple]  # (event, PlayRequest, monotonic deadline) awaiting the speaker
 
     # ------------------------------------------------------------------ control (signal handlers call these)
     def stop(self, reason: str = "stop requested") -> None:
@@ -264,6 +269,8 @@ class Pipeline:
                         break
                     continue
                 fps = meter.tick()
+                if last_index is None:
+                    self._check_face_limits(*frame.wh)                       #    (once, on the first frame)
                 dets = self.detector(frame.image)                            # 2. pre-process, infer, decode
                 t0 = time.perf_counter()
                 dets = self.tracker.update(dets, frame.t, frame.wall, frame.image)  # 3. track + class vote
@@ -274,7 +281,7 @@ class Pipeline:
                     self.stages.add("classify", dt)
                     t0 += dt
                 alarms = self.policy.update(dets, self.tracker, frame)       # 4. alarm policy
-                still = self.tracker.poster_mask(dets, frame.t)              #    posters: dimmed, not people
+                still = self.tracker.picture_mask(dets, frame.t)             #    pictures: dimmed, not people
                 self.in_view = self._people_in_view(dets, still)
                 self._count(self.tracker.pop_finished())
                 self.stages.add("track_policy", time.perf_counter() - t0)
@@ -286,7 +293,7 @@ class Pipeline:
                     t0 = time.perf_counter()
                     health = self.telemetry.overlay_text() if self.telemetry and cfg.telemetry.overlay else ""
                     shown = self.overlay.draw(frame.image, dets, fps, self.policy.banner_active(frame.t),
-                                              counts=self.in_view, telemetry=health, dimmed=still)
+                                              counts=self.in_view, telemetry=health, pictures=still)
                     self.stages.add("overlay", time.perf_counter() - t0)
                     if self.display and not self.display.show(shown):
                         self.stop("window closed")
@@ -352,6 +359,7 @@ class Pipeline:
             log.warning("no frame from %s for %.0f s; reopening", cap.source.name, self.cfg.camera.stall_timeout_s)
             cap.last_frame_time = time.monotonic()
             cap.request_reopen()
+        self._write_decided()  # alarms whose speaker outcome is known now
         self.events.retry()  # events/counts waiting for the disk (cheap when nothing waits)
         self.counts.retry()
         if n.ready_sent and time.monotonic() - self._t_status >= 2.0:
@@ -360,7 +368,8 @@ class Pipeline:
             cam = self._hang_status() or ("camera ok" if cap.is_open else f"camera lost ({cap.error})")
             n.status(f"{fps:.1f} fps, {cam}, in view mask={v.get('mask', 0)} no_mask={v.get('no_mask', 0)} "
                      f"mask_incorrect={v.get('mask_incorrect', 0)}, people mask={t['mask']} no_mask={t['no_mask']} "
-                     f"mask_incorrect={t['mask_incorrect']}, alarms={self.result.alarms_total}, dropped={cap.dropped}"
+                     f"mask_incorrect={t['mask_incorrect']}, alarms={self.result.alarms_total} "
+                     f"(sounded {self.result.alarms_sounded}), dropped={cap.dropped}"
                      + self._storage_status())
 
     def _check_camera_hang(self) -> None:
@@ -415,30 +424,66 @@ class Pipeline:
         return ", ".join(f"#{int(t)} {classes[int(c)]} {s:.2f} w{w:.0f}" for t, c, s, w in
                          zip(dets.track_id, dets.class_id, dets.scores, dets.width)) or "no faces"
 
+    def _check_face_limits(self, w: int, h: int) -> None:
+        """Warn at start-up (first frame, ``w`` x ``h`` px) when ``zone.min_face_frac``/``zone.max_face_frac``
+        would exclude a face at a plausible entrance distance (:func:`edge.policy.size_limit_warnings`)."""
+        for msg in size_limit_warnings(self.cfg.zone, w, h):
+            log.warning("face size limits: %s", msg)
+
     def _alarm(self, ev: AlarmEvent, image: np.ndarray) -> None:
-        """Sound first, then the disk: the speaker and the monitor never wait for (or fail with) the disk."""
+        """Sound first, then the disk: the speaker and the monitor never wait for (or fail with) the disk.
+        The event is written once the speaker says whether its clip was handed to a working device
+        (``sounded``; else ``reason: no_speaker``), normally within milliseconds, at most
+        :data:`SOUND_DECISION_S`; the frame loop never waits for it."""
         self.result.add_alarm(ev)
-        self._announce(ev)
-        self.events.write(ev)  # never raises: a full disk keeps it in memory and retries
+        req = self._announce(ev)
         if self.cfg.events.snapshots:
             try:
                 save_snapshot(image, ev, self.cfg.events.resolved_snapshot_dir())
             except Exception as e:  # a full disk or a bad folder must not stop the frame loop
                 log.error("snapshot not saved: %s", e)
+        if req is None:
+            self._record(ev)
+        else:
+            self._unsounded.append((ev, req, time.monotonic() + SOUND_DECISION_S))
+            self._write_decided()
 
-    def _announce(self, ev: AlarmEvent) -> None:
+    def _record(self, ev: AlarmEvent) -> None:
+        self.result.alarms_sounded += int(ev.sounded)
+        self.events.write(ev)  # never raises: a full disk keeps it in memory and retries
+
+    def _write_decided(self, wait_s: float = 0.0) -> None:
+        """Write the events of alarms whose speaker outcome is known (waiting up to ``wait_s`` s for them; one
+        undecided past its deadline is written as not sounded, ``no_speaker``)."""
+        keep = []
+        for ev, req, deadline in self._unsounded:
+            if not req.done.wait(max(0.0, min(wait_s, deadline - time.monotonic()))) and time.monotonic() < deadline:
+                keep.append((ev, req, deadline))
+                continue
+            ev.sounded, ev.reason = (True, None) if req.sounded else (False, req.reason or NO_SPEAKER)
+            if not req.sounded:
+                log.warning("alarm of track %d not sounded (%s%s)", ev.track_id, ev.reason,
+                            f": {req.error}" if req.error else "")
+            self._record(ev)
+        self._unsounded = keep
+
+    def _announce(self, ev: AlarmEvent) -> Optional[PlayRequest]:
         """Speaker and banner for an alarm the policy sounds (``ev.sounded``; not during the cooldown or
-        quiet hours): the prompt and banner text of the alarm's class."""
+        quiet hours): the prompt and banner text of the alarm's class. Returns the speaker's request
+        (``None``: nothing to wait for; ``ev`` already says why not sounded, ``no_speaker`` without a
+        speaker)."""
         if not ev.sounded:
-            return
+            return None
         self.overlay.alarm_text = BANNERS.get(ev.cls, self.overlay.alarm_text)
-        if self.speaker is not None:
-            self.speaker.play(ev.cls)
+        if self.speaker is None:
+            ev.sounded, ev.reason = False, NO_SPEAKER
+            return None
+        return self.speaker.submit(ev.cls)
 
     def _people_in_view(self, dets, still: np.ndarray) -> Dict[str, int]:
         """People in view now, per class: confirmed tracks by their voted class (the tracker has put the vote
-        into ``class_id``), except ``still`` (:meth:`Tracker.poster_mask`: stationary and never moved);
-        tentative boxes and posters are not people."""
+        into ``class_id``), except ``still`` (:meth:`Tracker.picture_mask`: pictures, not live);
+        tentative boxes and pictures are not people."""
         classes = self.detector.classes
         out = {c: 0 for c in classes}
         if dets.track_id is None:
@@ -520,6 +565,8 @@ class Pipeline:
             self._count(self.tracker.end_all())
             self.counts.flush()
             self.result.counts = dict(self.counts.total)
+        if self._unsounded and self.events is not None:
+            self._write_decided(wait_s=SOUND_DECISION_S)
         if self.telemetry is not None:
             self.telemetry.stop()
         for name in ("events", "speaker", "display", "video"):

@@ -2,16 +2,21 @@
 
 A confirmed track raises **one** alarm when all of these hold:
 
-* its face is eligible: width within ``zone.min_face_px``..``zone.max_face_px`` and
-  centre inside the entrance polygon (if one is set);
+* its face is eligible: width within ``zone.min_face_frac``..``zone.max_face_frac`` of the frame
+  height (fractions, so the limits follow the camera resolution) and centre inside the entrance
+  polygon (if one is set);
 * its voted class (see :mod:`edge.tracking`) is one of ``alarm.classes`` with at
   least ``alarm.vote_fraction`` of the vote;
 * that has held for ``alarm.min_frames`` eligible frames **and** ``alarm.min_seconds``;
-* the track is not stationary (:mod:`edge.tracking`: a poster or a painting never alarms;
-  a stationary frame restarts the hold, and stationary frames do not count towards a person).
+* the track is **live** (:mod:`edge.tracking`: its face region shows micro-motion; a poster or a
+  painting is a picture and never alarms). Only live frames count towards the hold; a frame that
+  is not live (a new track not yet judged, or a picture) restarts it, and only live frames count
+  towards a person. A live person who stands still is live 0.28 s after confirmation on the
+  shared clips, so alarms ``alarm.min_seconds`` later.
 
 Every such track gets its event **at once**, however many qualify together. Whether the
-speaker and the banner announce it is decided separately (``sounded``, ``reason``):
+speaker and the banner announce it is decided separately (``sounded``, ``reason``; the pipeline
+sets ``reason: no_speaker`` when the clip could not be handed to a working sound device):
 
 * ``reason: quiet_hours``: inside ``alarm.quiet_hours`` nothing is sounded (``suppressed`` is
   true as well, as before);
@@ -65,15 +70,52 @@ def in_quiet_hours(ranges: Sequence, when: float) -> bool:
     return False
 
 
+#: a face's width in a frame of height H, at distance d (m): FACE_M / (2 d tan(HFOV / 2)) * W px, with
+#: FACE_M (m) an adult face's width and HFOV (degrees) a typical entrance webcam's horizontal field of view
+FACE_M = 0.15
+HFOV_DEG = 70.0
+#: plausible distances (m) of a face from an entrance camera: nearest (someone at the box) and farthest
+ENTRANCE_M = (0.5, 4.0)
+
+
+def face_frac_at(distance_m: float, width: int, height: int, hfov_deg: float = HFOV_DEG) -> float:
+    """Width of a :data:`FACE_M` wide face at ``distance_m`` metres, as a fraction of the frame height, for a
+    ``width`` x ``height`` px camera with ``hfov_deg`` horizontal field of view (pinhole model)."""
+    return FACE_M / (2.0 * distance_m * np.tan(np.radians(hfov_deg) / 2.0)) * width / float(height)
+
+
+def size_limit_warnings(zone: ZoneConfig, width: int, height: int) -> List[str]:
+    """Why ``zone.min_face_frac``/``zone.max_face_frac`` would exclude a face at a plausible entrance
+    distance (:data:`ENTRANCE_M`) for a ``width`` x ``height`` px camera; empty when they do not."""
+    near, far = (face_frac_at(d, width, height) for d in ENTRANCE_M)
+    out = []
+    if zone.max_face_frac < near:
+        out.append(f"zone.max_face_frac {zone.max_face_frac} ignores faces wider than "
+                   f"{zone.max_face_frac * height:.0f} px at {width}x{height}: a face {ENTRANCE_M[0]} m from a "
+                   f"{HFOV_DEG:.0f}-degree camera is about {near * height:.0f} px ({near:.2f} of the frame height); "
+                   f"raise it to at least {near:.2f}")
+    if zone.min_face_frac > far:
+        out.append(f"zone.min_face_frac {zone.min_face_frac} ignores faces narrower than "
+                   f"{zone.min_face_frac * height:.0f} px at {width}x{height}: a face {ENTRANCE_M[1]} m from a "
+                   f"{HFOV_DEG:.0f}-degree camera is about {far * height:.0f} px ({far:.3f} of the frame height); "
+                   f"lower it to at most {far:.3f}")
+    return out
+
+
 class _Held:
-    __slots__ = ("cls", "since", "frames", "scores", "done")
+    """One track's alarm hold; bounded whatever the track's lifetime (a running score sum)."""
+
+    __slots__ = ("cls", "since", "frames", "score_sum", "done")
 
     def __init__(self) -> None:
         self.cls = -1
         self.since = 0.0
         self.frames = 0
-        self.scores = []  # type: List[float]
+        self.score_sum = 0.0
         self.done = False
+
+    def reset(self, cls: int = -1, since: float = 0.0) -> None:
+        self.cls, self.since, self.frames, self.score_sum = cls, since, 0, 0.0
 
 
 class AlarmPolicy:
@@ -101,9 +143,10 @@ class AlarmPolicy:
         self.quiet = alarm.quiet_ranges()
 
     def eligible(self, dets: Detections, frame_wh) -> np.ndarray:
-        """(N,) bool: face size within limits and centre inside the zone."""
-        w = dets.width
-        ok = (w >= self.zone.min_face_px) & (w <= self.zone.max_face_px)
+        """(N,) bool: face width within ``zone.min_face_frac``..``zone.max_face_frac`` of the frame height
+        (``frame_wh``: (width, height) px) and centre inside the zone."""
+        w = dets.width / float(frame_wh[1])
+        ok = (w >= self.zone.min_face_frac) & (w <= self.zone.max_face_frac)
         if self.zone.polygon and len(dets):
             poly = np.asarray(self.zone.polygon, np.float64) * np.asarray(frame_wh, np.float64)
             ok &= points_in_polygon(dets.centre, poly)
@@ -134,18 +177,18 @@ class AlarmPolicy:
                     self.same_as[tid] = same
                     self._alarmed[tid] = (dets.xyxy[i].copy(), frame.t)
                     log.info("track %d is the person of alarmed track %d: no second event", tid, same)
-            if tracker.is_stationary(tr, frame.t):  # a poster: no alarm, no person; a pause restarts the hold
-                held.cls, held.frames, held.scores = -1, 0, []
+            if not tracker.is_live(tr, frame.t):  # not judged live yet, or a picture: no alarm, no person
+                held.reset()
                 continue
             self.seen_frames[tid] = self.seen_frames.get(tid, 0) + 1
             cls, share, _ = tr.vote(tracker.num_classes)
             if cls not in self.alarm_ids or share < self.alarm.vote_fraction:
-                held.cls, held.frames, held.scores = -1, 0, []
+                held.reset()
                 continue
             if held.cls != cls:
-                held.cls, held.since, held.frames, held.scores = cls, frame.t, 0, []
+                held.reset(cls, frame.t)
             held.frames += 1
-            held.scores.append(float(dets.scores[i]))
+            held.score_sum += float(dets.scores[i])
             if held.done or not self.alarm.enabled:
                 continue
             duration = frame.t - held.since
@@ -165,7 +208,7 @@ class AlarmPolicy:
                 self.last_sounded_t = frame.t
             ev = AlarmEvent(time=datetime.datetime.fromtimestamp(frame.wall).astimezone().isoformat(
                 timespec="milliseconds"), frame=frame.index, track_id=tid, cls=self.classes[cls],
-                score=float(np.mean(held.scores)), duration_s=duration, source_t=frame.t,
+                score=held.score_sum / held.frames, duration_s=duration, source_t=frame.t,
                 suppressed=reason == "quiet_hours", sounded=reason is None, reason=reason,
                 extra={"box": [round(float(v), 1) for v in dets.xyxy[i]]})
             log.info("ALARM track %d %s score %.2f held %.1f s (%d frames)%s", tid, ev.cls, ev.score, duration,
@@ -206,7 +249,7 @@ class AlarmPolicy:
         return None
 
     def counts_as_person(self, track_id: int) -> bool:
-        """Whether an ended track was a person worth counting: eligible (size, zone) and not stationary
+        """Whether an ended track was a person worth counting: eligible (size, zone) and live
         for at least ``alarm.min_frames`` frames (a poster is never a person), and not a broken piece
         or a second box of a person who alarmed on another track (:meth:`same_person`: counted once,
         by that track). Forgets the track."""

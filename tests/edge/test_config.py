@@ -27,7 +27,7 @@ BROKEN = [
     ("bad quiet hours", "alarm:\n  quiet_hours: ['22:00-25:00']\n", ["alarm.quiet_hours", "HH:MM-HH:MM"], 2),
     ("zone point outside", "zone:\n  polygon: [[0, 0], [1.5, 0], [1, 1]]\n", ["zone.polygon", "0-1"], 2),
     ("zone too few points", "zone:\n  polygon: [[0, 0], [1, 1]]\n", ["zone.polygon", "at least 3"], 2),
-    ("min above max", "zone:\n  min_face_px: 500\n  max_face_px: 100\n", ["zone", "must be > min_face_px"], 1),
+    ("min above max", "zone:\n  min_face_frac: 0.5\n  max_face_frac: 0.1\n", ["zone", "must be > min_face_frac"], 1),
     ("duplicate key", "alarm:\n  volume: 0.5\n  volume: 0.7\n", ["alarm.volume", "duplicate key"], 3),
     ("bad threshold key", "model:\n  thresholds:\n    nomask: 0.5\n", ["model.thresholds.nomask",
                                                                          "known keys: mask, no_mask"], 3),

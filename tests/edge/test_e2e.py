@@ -74,6 +74,7 @@ def test_unmasked_man_gives_one_alarm_one_sound_and_an_annotated_video_each_mode
     assert 0 <= ev["frame"] < 206 and 0 < ev["score"] <= 1 and ev["duration_s"] >= 0
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", ev["time"])
     assert r.stderr.count("alarm sound played") == 1, "the alarm sounds exactly once"
+    assert ev["sounded"] is True and ev["reason"] is None, "the clip was handed to the ALSA null device"
     counts = read_jsonl(tmp_path / "counts.jsonl")
     assert sum(c["no_mask"] for c in counts) >= 1
     # the annotated video: every frame written, and at the alarm frame a red box on his face
@@ -126,6 +127,13 @@ def test_missing_sound_device_does_not_stop_the_pipeline(tmp_path, model_path, v
                       home=alsa_home(tmp_path, "{ type hw card 7 }"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "stopped (source ended): 206 frames" in r.stderr
-    assert len(read_jsonl(events)) == 1, "the event is logged although the sound failed"
+    alarms = read_jsonl(events)
+    assert len(alarms) == 1, "the event is logged although the sound failed"
     assert r.stderr.count("sound device unavailable") == 1
     assert "alarm sound played" not in r.stderr
+    # the event tells the truth: nothing was played (ALSA has no card 7), and the report follows
+    assert alarms[0]["sounded"] is False and alarms[0]["reason"] == "no_speaker", alarms[0]
+    day = alarms[0]["time"][:10]
+    rep = run_maskwatch(["report", "--day", day, "--events", events], home=tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    assert "alarms sounded: 0" in rep.stdout and "not sounded: no_speaker 1" in rep.stdout, rep.stdout

@@ -49,11 +49,11 @@ def test_banner_only_while_alarm_and_zone_drawn(videos):
     assert close_to(calm[180, 640], (255, 200, 0), tol=60), "zone edge drawn at y = 0.25 * 720"
 
 
-def test_stationary_boxes_are_dimmed_and_the_status_line_shows_the_counts_given(videos):
+def test_picture_boxes_are_dimmed_and_the_status_line_shows_the_counts_given(videos):
     from edge.overlay import DIM
     img = frame(videos)
     d = Detections([[100, 200, 300, 400], [700, 200, 900, 400]], [0.8, 0.8], [1, 1], [1, 2])
-    out = Overlay(CLASSES).draw(img, d, dimmed=np.array([True, False]))
+    out = Overlay(CLASSES).draw(img, d, pictures=np.array([True, False]))
     dim = tuple(int(round(DIM * v)) for v in COLORS["no_mask"])
     assert close_to(out[300, 100], dim) and not close_to(out[300, 100], COLORS["no_mask"], tol=40)
     assert close_to(out[300, 700], COLORS["no_mask"])
