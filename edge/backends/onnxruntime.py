@@ -32,9 +32,12 @@ class OnnxRuntimeBackend(Backend):
         model_path: the ``.onnx`` file.
         threads: intra-op threads (default: all cores).
         providers: ONNX Runtime execution providers (default: CPU).
-        spin: let idle intra-op threads busy-wait for the next run (ONNX Runtime's default); False for a
-            second, occasional session (the mask classifier) so its threads do not take the cores from
-            the detector between its runs.
+        spin: let idle intra-op (and inter-op) threads busy-wait for the next run, ONNX Runtime's own
+            default. Off by default here (``session.intra_op.allow_spinning = "0"``): at a camera's pace
+            the threads would spin through the idle part of every frame and take the cores from the
+            capture thread and the frame loop's own stages; measured with ``maskwatch bench --live`` (1.2
+            cores with spinning against 0.5 without at 25 fps on the 720p clip, the same maximum fps;
+            docs/runtime.md, "Live pace"). True only for a pure inference benchmark.
 
     Raises:
         RuntimeError: onnxruntime is not installed.
@@ -42,7 +45,7 @@ class OnnxRuntimeBackend(Backend):
     """
 
     def __init__(self, model_path: Union[str, Path], threads: Optional[int] = None,
-                 providers: Optional[Sequence[str]] = None, spin: bool = True):
+                 providers: Optional[Sequence[str]] = None, spin: bool = False):
         try:
             import onnxruntime as ort
         except ImportError as e:  # pragma: no cover - depends on the install
@@ -50,8 +53,8 @@ class OnnxRuntimeBackend(Backend):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if not spin:
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
         self.session = ort.InferenceSession(str(model_path), opts, providers=list(providers or ["CPUExecutionProvider"]))
         self.meta = read_meta(self.session)
         self._names = [o.name for o in self.session.get_outputs()]
