@@ -181,13 +181,24 @@ class CpuSampler:
         self._thread.join(2.0)
 
 
-def live_figures(samples: List[Dict[str, Any]], labels: Dict[int, str], cpu_count: int) -> Dict[str, Any]:
+#: thread names (:func:`live_figures` rows) counted as the frame loop: the loop itself and the inference pool
+FRAME_LOOP_THREADS = ("main", "onnxruntime", "tensorrt")
+
+
+def live_figures(samples: List[Dict[str, Any]], labels: Dict[int, str], cpu_count: int,
+                 target_fps: Optional[float] = None) -> Dict[str, Any]:
     """The live benchmark's arithmetic over the steady window of ``samples`` (:class:`CpuSampler`): from the
     first sample with a processed frame to the last sample in which frames still came.
 
     Returns ``cpu_cores`` (process CPU s / wall s, 0 to ``cpu_count``), ``threads`` (per thread: name,
     tid, CPU s, cores; largest first), ``fps_processed``, ``fps_captured`` (the pace), ``window_s``,
-    ``rss_mib_steady`` (median RSS over the window's second half).
+    ``rss_mib_steady`` (median RSS over the window's second half), and the cores split into
+    ``cpu_cores_capture`` (the capture thread and the decoder threads it started: per captured frame),
+    ``cpu_cores_frame_loop`` (:data:`FRAME_LOOP_THREADS`: per processed frame) and ``cpu_cores_other``.
+    ``cpu_cores_no_drop_estimate``: the cores the same per-frame costs would take with no frame dropped at
+    ``target_fps`` (capture share scaled by ``target_fps / fps_captured``, frame-loop share by
+    ``target_fps / fps_processed``); ``None`` without ``target_fps``. On a loaded machine, where frames are
+    dropped, it is the figure to compare with a target at full rate.
 
     Raises:
         ValueError: fewer than two samples in the window (the run was shorter than the sampling interval).
@@ -210,16 +221,28 @@ def live_figures(samples: List[Dict[str, Any]], labels: Dict[int, str], cpu_coun
              "cores": round(cpu / wall, 3)} for tid, comm, cpu in threads]
     rows.sort(key=lambda r: -r["cpu_s"])
     half = samples[start + (end - start) // 2:end + 1]
+    frames, captured = b["frames"] - a["frames"], b["captured"] - a["captured"]
+    cap = sum(r["cpu_s"] for r in rows if r["name"].startswith(("capture", "video decode"))) / wall
+    loop = sum(r["cpu_s"] for r in rows if r["name"] in FRAME_LOOP_THREADS) / wall
+    other = (b["cpu"] - a["cpu"]) / wall - cap - loop
+    est = None
+    if target_fps and frames > 0 and captured > 0:
+        est = round(cap * target_fps * wall / captured + loop * target_fps * wall / frames + max(other, 0.0), 3)
     return {
         "window_s": round(wall, 3),
         "cpu_s": round(b["cpu"] - a["cpu"], 3),
         "cpu_cores": round((b["cpu"] - a["cpu"]) / wall, 3),
+        "cpu_ms_per_frame": round(1000.0 * (b["cpu"] - a["cpu"]) / max(b["frames"] - a["frames"], 1), 2),
         "cpu_count": cpu_count,
         "threads": rows,
         "frames_in_window": b["frames"] - a["frames"],
         "fps_processed": round((b["frames"] - a["frames"]) / wall, 2),
         "fps_captured": round((b["captured"] - a["captured"]) / wall, 2),
         "rss_mib_steady": round(statistics.median(s["rss"] for s in half), 1),
+        "cpu_cores_capture": round(cap, 3),
+        "cpu_cores_frame_loop": round(loop, 3),
+        "cpu_cores_other": round(other, 3),
+        "cpu_cores_no_drop_estimate": est,
     }
 
 
@@ -279,9 +302,10 @@ def run_live(source: str, cfg: Optional[Config] = None, fps: Optional[float] = N
     labels = {tid: ("main" if name == "MainThread" else name) for tid, name in sampler.names.items()}
     labels.update({tid: run_cfg.model.backend for tid in runtime_tids})
     labels[os.getpid()] = "main"
-    fig = live_figures(sampler.samples, labels, os.cpu_count() or 1)
+    fig = live_figures(sampler.samples, labels, procstat.usable_cpus(), rate)
     stages = pipe.stages.summary()
     _, peak = procstat.rss_mib()
+    peak = max([peak] + [s["rss"] for s in sampler.samples])  # VmHWM is updated lazily by the kernel
     r = {
         "mode": "live",
         "source": str(source),
@@ -296,7 +320,12 @@ def run_live(source: str, cfg: Optional[Config] = None, fps: Optional[float] = N
         "window_s": fig["window_s"],
         "cpu_s": fig["cpu_s"],
         "cpu_cores": fig["cpu_cores"],
+        "cpu_ms_per_frame": fig["cpu_ms_per_frame"],
         "cpu_count": fig["cpu_count"],
+        "cpu_cores_capture": fig["cpu_cores_capture"],
+        "cpu_cores_frame_loop": fig["cpu_cores_frame_loop"],
+        "cpu_cores_other": fig["cpu_cores_other"],
+        "cpu_cores_no_drop_estimate": fig["cpu_cores_no_drop_estimate"],
         "threads": fig["threads"],
         "rss_mib_peak": round(peak, 1),
         "rss_mib_steady": fig["rss_mib_steady"],
@@ -314,11 +343,15 @@ def format_live(r: Dict[str, Any]) -> str:
              f"frames: {r['captured']} captured ({r['fps_captured']:.2f}/s), {r['frames']} processed "
              f"({r['fps_processed']:.2f}/s), {r['dropped']} dropped",
              f"CPU: {r['cpu_cores']:.3f} cores of {r['cpu_count']} ({r['cpu_s']:.2f} s CPU in {r['window_s']:.2f} s, "
-             f"steady window from the first frame to the last)",
-             f"{'thread':<24}{'tid':>8}{'cores':>8}"]
+             f"steady window from the first frame to the last; {r['cpu_ms_per_frame']:.1f} ms CPU per processed frame)",
+             f"  capture + decode {r['cpu_cores_capture']:.3f}, frame loop + inference {r['cpu_cores_frame_loop']:.3f}, "
+             f"other {r['cpu_cores_other']:.3f}"
+             + (f"; with no frame dropped: {r['cpu_cores_no_drop_estimate']:.3f} cores (estimate)"
+                if r["cpu_cores_no_drop_estimate"] is not None and r["dropped"] else ""),
+             f"{'thread':<28}{'tid':>8}{'cores':>8}"]
     for t in r["threads"]:
         if t["cpu_s"] > 0 or t["name"] in ("main", "capture"):
-            lines.append(f"{t['name']:<24}{t['tid']:>8}{t['cores']:>8.3f}")
+            lines.append(f"{t['name']:<28}{t['tid']:>8}{t['cores']:>8.3f}")
     idle = sum(1 for t in r["threads"] if t["cpu_s"] <= 0 and t["name"] not in ("main", "capture"))
     if idle:
         lines.append(f"({idle} more threads used no CPU)")

@@ -43,6 +43,15 @@ def _ticks() -> float:
 TICKS = _ticks()
 
 
+def usable_cpus() -> int:
+    """CPU cores this process may run on: its affinity mask (``taskset``, systemd ``CPUAffinity=``, a cgroup
+    cpuset), else :func:`os.cpu_count`; at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def process_cpu_s() -> float:
     """CPU seconds (user + system) of the whole process so far, ended threads included."""
     t = os.times()

@@ -1,7 +1,6 @@
 """ONNX Runtime backend (CPU on any machine; the CI and dev reference)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
@@ -9,6 +8,7 @@ import numpy as np
 
 from edge.backends.base import Backend
 from edge.model import METADATA_KEY, ModelMeta
+from edge.procstat import usable_cpus
 
 BACKEND_KEY = "onnxruntime"
 
@@ -30,7 +30,7 @@ class OnnxRuntimeBackend(Backend):
 
     Args:
         model_path: the ``.onnx`` file.
-        threads: intra-op threads (default: all cores).
+        threads: intra-op threads (default: every core this process may run on, :func:`edge.procstat.usable_cpus`).
         providers: ONNX Runtime execution providers (default: CPU).
         spin: let idle intra-op (and inter-op) threads busy-wait for the next run, ONNX Runtime's own
             default. Off by default here (``session.intra_op.allow_spinning = "0"``): at a camera's pace
@@ -51,7 +51,7 @@ class OnnxRuntimeBackend(Backend):
         except ImportError as e:  # pragma: no cover - depends on the install
             raise RuntimeError("the onnxruntime backend needs the package 'onnxruntime' (pip install onnxruntime)") from e
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        opts.intra_op_num_threads = threads or usable_cpus()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")

@@ -99,12 +99,15 @@ def test_live_figures_arithmetic():
           "rss": 120.0, "frames": 20, "captured": 25},
          {"t": 3.0, "cpu": 7.5, "tasks": {1: ("python3", 4.5)}, "rss": 121.0, "frames": 35, "captured": 40},
          {"t": 4.0, "cpu": 7.6, "tasks": {1: ("python3", 4.6)}, "rss": 90.0, "frames": 35, "captured": 40}]
-    f = live_figures(s, {1: "main", 2: "capture"}, 2)
-    assert f["window_s"] == 2.0 and f["cpu_s"] == 1.5 and f["cpu_cores"] == 0.75
+    f = live_figures(s, {1: "main", 2: "capture"}, 2, target_fps=20.0)
+    assert f["window_s"] == 2.0 and f["cpu_s"] == 1.5 and f["cpu_cores"] == 0.75 and f["cpu_ms_per_frame"] == 50.0
     assert f["fps_captured"] == 15.0 and f["fps_processed"] == 15.0 and f["frames_in_window"] == 30
     by = {r["name"]: r for r in f["threads"]}
     assert by["main"]["cpu_s"] == 1.0 and by["capture"]["cpu_s"] == 0.3  # ended thread: its last sample
     assert by["video decode (av:h264:df0)"]["cpu_s"] == 0.2  # born in the window: counted from 0
+    # capture + decode 0.5 s, frame loop 1.0 s, nothing else; at 20 fps without drops: 0.25 * 20/15 + 0.5 * 20/15
+    assert (f["cpu_cores_capture"], f["cpu_cores_frame_loop"], f["cpu_cores_other"]) == (0.25, 0.5, 0.0)
+    assert f["cpu_cores_no_drop_estimate"] == 1.0
     assert f["rss_mib_steady"] == 120.5  # the median of the second half of the window (120, 121)
     with pytest.raises(ValueError):
         live_figures(s[:1], {}, 2)
@@ -133,6 +136,7 @@ def test_live_bench_on_a_real_clip(videos):
     if sys.platform.startswith("linux"):
         assert "main" in names and "capture" in names
         assert abs(sum(t["cores"] for t in r["threads"]) - r["cpu_cores"]) <= 0.15
+    assert r["cpu_cores_no_drop_estimate"] >= r["cpu_cores"] * 0.95  # scaling up to no drops never lowers it
     assert 0 < r["rss_mib_steady"] <= r["rss_mib_peak"] * 1.05
     assert {"preprocess", "inference", "decode_cluster", "track_policy", "overlay"} <= set(r["stages"])
 
