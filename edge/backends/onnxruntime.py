@@ -35,9 +35,10 @@ class OnnxRuntimeBackend(Backend):
         spin: let idle intra-op (and inter-op) threads busy-wait for the next run, ONNX Runtime's own
             default. Off by default here (``session.intra_op.allow_spinning = "0"``): at a camera's pace
             the threads would spin through the idle part of every frame and take the cores from the
-            capture thread and the frame loop's own stages; measured with ``maskwatch bench --live`` (1.2
-            cores with spinning against 0.5 without at 25 fps on the 720p clip, the same maximum fps;
-            docs/runtime.md, "Live pace"). True only for a pure inference benchmark.
+            capture thread and the frame loop's own stages. Measured with ``maskwatch bench --live`` on
+            the 720p clip at 30 fps (docs/runtime.md, "Live pace"): 65-73 ms of CPU per processed frame
+            with spinning, 25-31 ms without, and about twice the maximum fps on a loaded machine.
+            True only for a pure inference benchmark.
 
     Raises:
         RuntimeError: onnxruntime is not installed.
