@@ -191,7 +191,8 @@ def live_figures(samples: List[Dict[str, Any]], labels: Dict[int, str], cpu_coun
     first sample with a processed frame to the last sample in which frames still came.
 
     Returns ``cpu_cores`` (process CPU s / wall s, 0 to ``cpu_count``), ``threads`` (per thread: name,
-    tid, CPU s, cores; largest first), ``fps_processed``, ``fps_captured`` (the pace), ``window_s``,
+    tid, CPU s, cores; largest first), ``fps_processed``, ``fps_captured`` (the pace, measured from the
+    first captured frame to the last), ``window_s``,
     ``rss_mib_steady`` (median RSS over the window's second half), and the cores split into
     ``cpu_cores_capture`` (the capture thread and the decoder threads it started: per captured frame),
     ``cpu_cores_frame_loop`` (:data:`FRAME_LOOP_THREADS`: per processed frame) and ``cpu_cores_other``.
@@ -222,6 +223,12 @@ def live_figures(samples: List[Dict[str, Any]], labels: Dict[int, str], cpu_coun
     rows.sort(key=lambda r: -r["cpu_s"])
     half = samples[start + (end - start) // 2:end + 1]
     frames, captured = b["frames"] - a["frames"], b["captured"] - a["captured"]
+    # the pace itself: from the first captured frame to the last sample in which one came (the processing
+    # window above can outlast the source's end by the loop's last frames)
+    c0 = next((s for s in samples if s["captured"] >= 1), a)
+    c1 = next((samples[i] for i in range(len(samples) - 1, 0, -1)
+               if samples[i]["captured"] > samples[i - 1]["captured"]), b)
+    fps_captured = (c1["captured"] - c0["captured"]) / (c1["t"] - c0["t"]) if c1["t"] > c0["t"] else 0.0
     cap = sum(r["cpu_s"] for r in rows if r["name"].startswith(("capture", "video decode"))) / wall
     loop = sum(r["cpu_s"] for r in rows if r["name"] in FRAME_LOOP_THREADS) / wall
     other = (b["cpu"] - a["cpu"]) / wall - cap - loop
@@ -237,7 +244,7 @@ def live_figures(samples: List[Dict[str, Any]], labels: Dict[int, str], cpu_coun
         "threads": rows,
         "frames_in_window": b["frames"] - a["frames"],
         "fps_processed": round((b["frames"] - a["frames"]) / wall, 2),
-        "fps_captured": round((b["captured"] - a["captured"]) / wall, 2),
+        "fps_captured": round(fps_captured, 2),
         "rss_mib_steady": round(statistics.median(s["rss"] for s in half), 1),
         "cpu_cores_capture": round(cap, 3),
         "cpu_cores_frame_loop": round(loop, 3),
