@@ -3,7 +3,7 @@
     maskwatch run [-c config.yaml] [--source SRC] [--headless] [--fast] [--max-frames N]
                   [--events FILE] [--save-video FILE]
     maskwatch check-config [-c] FILE
-    maskwatch bench --source FILE [-c config.yaml] [--max-frames N] [--json]
+    maskwatch bench --source FILE [-c config.yaml] [--max-frames N] [--json] [--live [--fps F|camera] [--seconds S]]
     maskwatch report [--day YYYY-MM-DD] [-c config.yaml] [--events FILE] [--png out.png] [--json]
     maskwatch doctor [-c config.yaml] [--source SRC] [--seconds S] [--no-sound] [--json]
     maskwatch build-engine [-c config.yaml] [--model M] [--precision fp16|int8] [--calib-dir DIR] [--calib-count N]
@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("-c", "--config", help="YAML config (model, thresholds, ...)")
     b.add_argument("--max-frames", type=int, metavar="N", help="only the first N frames")
     b.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    b.add_argument("--live", action="store_true", help="at live pace instead of as fast as possible: CPU cores used "
+                   "(total and per thread), RSS, frames dropped, stage medians (docs/runtime.md, Live pace)")
+    b.add_argument("--fps", metavar="F|camera", help="--live: deliver frames at F/s, or at camera.fps with 'camera' "
+                   "(default: the file's own rate)")
+    b.add_argument("--seconds", type=float, metavar="S", help="--live: loop the file for S seconds (default: one pass)")
 
     p = sub.add_parser("report", help="a day's people counts per hour and its alarms (and a bar chart PNG)")
     p.add_argument("--day", help="YYYY-MM-DD (default: today, local time)")
@@ -170,12 +175,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edge.bench import format_bench, run_bench
     cfg = _load(args.config)
     setup_logging("WARNING")
+    if args.live:
+        return _bench_live(args, cfg)
     try:
         r = run_bench(args.source, cfg, args.max_frames)
     except (FileNotFoundError, OSError) as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1
     print(json.dumps(r) if args.json else format_bench(r))
+    return 0
+
+
+def _bench_live(args: argparse.Namespace, cfg: Config) -> int:
+    from edge.bench import format_live, run_live
+    from edge.sources import SourceError
+    fps = None
+    if args.fps:
+        try:
+            fps = float(cfg.camera.fps) if args.fps == "camera" else float(args.fps)
+        except ValueError:
+            fps = -1.0
+        if not 0 < fps <= 240:
+            print(f"bench: --fps must be a rate in frames/s (0-240] or 'camera', got {args.fps!r}", file=sys.stderr)
+            return 2
+    if args.seconds is not None and not args.seconds > 0:
+        print(f"bench: --seconds must be > 0, got {args.seconds}", file=sys.stderr)
+        return 2
+    try:
+        r = run_live(args.source, cfg, fps=fps, seconds=args.seconds)
+    except (FileNotFoundError, OSError, SourceError, ValueError) as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(r) if args.json else format_live(r))
     return 0
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from edge.decoders import (ClusterParams, DetectNetV2Params, YoloParams, class_agnostic_nms, decode_detectnet_v2,
                            decode_ssd, decode_yolo, suppress_nested)
-from edge.preprocess import Letterbox, letterbox, to_tensor, unletterbox_boxes
+from edge.preprocess import Letterbox, letterbox, letterbox_tensor, to_tensor, unletterbox_boxes
 
 METADATA_KEY = "maskwatch"
 
@@ -130,8 +130,8 @@ def model_label(path: Union[str, Path], meta: "ModelMeta") -> str:
 
 def preprocess(frame_bgr: np.ndarray, meta: ModelMeta) -> Tuple[np.ndarray, Letterbox]:
     """(H, W, 3) uint8 BGR frame -> ((1, 3, input_h, input_w) float32, letterbox mapping)."""
-    img, lb = letterbox(frame_bgr, (meta.input_w, meta.input_h), meta.resize)
-    return to_tensor(img, meta.color, meta.mean, meta.std), lb
+    return letterbox_tensor(frame_bgr, (meta.input_w, meta.input_h), meta.resize, color=meta.color, mean=meta.mean,
+                            std=meta.std)
 
 
 def postprocess(outputs: Dict[str, np.ndarray], meta: ModelMeta, lb: Letterbox, frame_wh: Tuple[int, int],

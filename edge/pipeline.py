@@ -293,7 +293,8 @@ class Pipeline:
                     t0 = time.perf_counter()
                     health = self.telemetry.overlay_text() if self.telemetry and cfg.telemetry.overlay else ""
                     shown = self.overlay.draw(frame.image, dets, fps, self.policy.banner_active(frame.t),
-                                              counts=self.in_view, telemetry=health, pictures=still)
+                                              counts=self.in_view, telemetry=health, pictures=still,
+                                              copy=bool(cfg.events.snapshots))  # else the frame's last reader
                     self.stages.add("overlay", time.perf_counter() - t0)
                     if self.display and not self.display.show(shown):
                         self.stop("window closed")

@@ -41,6 +41,7 @@ from typing import Callable, List, Optional, Tuple, Union
 import cv2
 import numpy as np
 
+from edge.procstat import set_native_name
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
@@ -554,6 +555,7 @@ class Capture:
         self._backoff = min(self._backoff * 2, self.reconnect_max_s)
 
     def _run(self, gen: int = 0) -> None:
+        set_native_name("capture")  # top -H / ps -L show it (docs/runtime.md, Live pace)
         t_start = None  # type: Optional[float]
         t_open = time.monotonic()
         while not self._stop.is_set() and gen == self._gen:

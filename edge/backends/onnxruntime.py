@@ -1,7 +1,6 @@
 """ONNX Runtime backend (CPU on any machine; the CI and dev reference)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
@@ -9,6 +8,7 @@ import numpy as np
 
 from edge.backends.base import Backend
 from edge.model import METADATA_KEY, ModelMeta
+from edge.procstat import usable_cpus
 
 BACKEND_KEY = "onnxruntime"
 
@@ -30,11 +30,15 @@ class OnnxRuntimeBackend(Backend):
 
     Args:
         model_path: the ``.onnx`` file.
-        threads: intra-op threads (default: all cores).
+        threads: intra-op threads (default: every core this process may run on, :func:`edge.procstat.usable_cpus`).
         providers: ONNX Runtime execution providers (default: CPU).
-        spin: let idle intra-op threads busy-wait for the next run (ONNX Runtime's default); False for a
-            second, occasional session (the mask classifier) so its threads do not take the cores from
-            the detector between its runs.
+        spin: let idle intra-op (and inter-op) threads busy-wait for the next run, ONNX Runtime's own
+            default. Off by default here (``session.intra_op.allow_spinning = "0"``): at a camera's pace
+            the threads would spin through the idle part of every frame and take the cores from the
+            capture thread and the frame loop's own stages. Measured with ``maskwatch bench --live`` on
+            the 720p clip at 30 fps (docs/runtime.md, "Live pace"): 65-73 ms of CPU per processed frame
+            with spinning, 25-31 ms without, and about twice the maximum fps on a loaded machine.
+            True only for a pure inference benchmark.
 
     Raises:
         RuntimeError: onnxruntime is not installed.
@@ -42,16 +46,16 @@ class OnnxRuntimeBackend(Backend):
     """
 
     def __init__(self, model_path: Union[str, Path], threads: Optional[int] = None,
-                 providers: Optional[Sequence[str]] = None, spin: bool = True):
+                 providers: Optional[Sequence[str]] = None, spin: bool = False):
         try:
             import onnxruntime as ort
         except ImportError as e:  # pragma: no cover - depends on the install
             raise RuntimeError("the onnxruntime backend needs the package 'onnxruntime' (pip install onnxruntime)") from e
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        opts.intra_op_num_threads = threads or usable_cpus()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if not spin:
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
         self.session = ort.InferenceSession(str(model_path), opts, providers=list(providers or ["CPUExecutionProvider"]))
         self.meta = read_meta(self.session)
         self._names = [o.name for o in self.session.get_outputs()]

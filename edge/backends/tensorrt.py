@@ -129,6 +129,7 @@ class TensorRTBackend(Backend):
         self._trt, self._cuda = trt, cuda
         self._ctx = None
         self.context = self.engine = self.runtime = self.stream = None
+        self._done = None
         self._closed = False
         model_path = Path(model_path)
         if not model_path.is_file():
@@ -178,6 +179,14 @@ class TensorRTBackend(Backend):
         self.api = select_io_api(trt.__version__, hasattr(self.engine, "get_binding_index"),
                                  hasattr(self.context, "execute_async_v3"))
         self.stream = cuda.Stream()
+        # wait for the GPU by blocking, not spinning: the primary context's default schedule (one context,
+        # fewer contexts than cores) spin-waits, a CPU core busy for the whole inference (docs/jetson.md,
+        # "CPU budget at live pace"); an event with BLOCKING_SYNC lets the frame loop's thread sleep instead
+        try:
+            self._done = cuda.Event(cuda.event_flags.BLOCKING_SYNC | cuda.event_flags.DISABLE_TIMING)
+        except Exception as e:  # an old pycuda without event flags: the spinning stream wait still works
+            log.warning("no blocking CUDA event (%s); waiting for the GPU with a spin-wait", e)
+            self._done = None
         in_shape = (1, 3, int(self.meta.input_h), int(self.meta.input_w))
         describe = self._describe_binding if self.api == "binding" else self._describe_tensor
         tensors = describe(trt, in_shape)
@@ -270,7 +279,11 @@ class TensorRTBackend(Backend):
                 raise RuntimeError(f"TensorRT execution failed ({self.api} API)")
             for t in self._outputs:
                 cuda.memcpy_dtoh_async(t["host"], t["device"], self.stream)
-            self.stream.synchronize()
+            if self._done is not None:
+                self._done.record(self.stream)
+                self._done.synchronize()  # sleeps until the copies and the kernels are done
+            else:
+                self.stream.synchronize()
         finally:
             self._ctx.pop()
         return {t["role"]: np.array(t["host"], dtype=np.float32) for t in self._outputs}
@@ -284,6 +297,7 @@ class TensorRTBackend(Backend):
                 dev.free()
             t.pop("host", None)
         self._tensors = []
+        self._done = None
         self.context = self.engine = self.runtime = self.stream = None
 
     def close(self) -> None:
