@@ -183,6 +183,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"report: --day must be YYYY-MM-DD, got {args.day!r}", file=sys.stderr)
         return 2
+    if not events.exists():  # a wrong --events or -c: zeros would look like a quiet day
+        print(f"report: no events file at {events} (the appliance creates it when it starts; check --events or "
+              f"-c)", file=sys.stderr)
+        return 1
     try:
         rep = day_report(args.day, counts, events)
     except OSError as e:

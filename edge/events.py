@@ -32,7 +32,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -333,16 +333,19 @@ def save_snapshot(image: np.ndarray, event: AlarmEvent, folder: Union[str, Path]
     return p
 
 
-def scan_jsonl(path: Union[str, Path]) -> Tuple[List[Dict[str, Any]], int]:
-    """``(records, skipped)``: every JSON object of a JSON-lines file, and how many non-empty lines were not
-    one (a torn line after a power cut, a bad byte, a bare number or list). Never raises on content; a file
-    that does not exist gives ``([], 0)``; an unreadable one raises ``OSError``."""
-    out = []  # type: List[Dict[str, Any]]
-    bad = 0
+def iter_jsonl(path: Union[str, Path]) -> Iterator[Optional[Dict[str, Any]]]:
+    """Each non-empty line of a JSON-lines file, streamed: the JSON object, or ``None`` for a damaged line (a
+    torn line after a power cut, a bad byte, a bare number or list; the first five are logged). Memory does
+    not depend on the file's size. A file that does not exist yields nothing; one that cannot be read, or is
+    not a regular file (a FIFO, a device), raises ``OSError``."""
+    from edge.validate import open_regular
     p = Path(path)
-    if not p.exists():
-        return out, 0
-    with open(p, "rb") as f:
+    try:
+        fd = open_regular(p)
+    except FileNotFoundError:
+        return
+    bad = 0
+    with os.fdopen(fd, "rb") as f:
         for n, raw in enumerate(f, 1):
             raw = raw.strip()
             if not raw:
@@ -352,11 +355,25 @@ def scan_jsonl(path: Union[str, Path]) -> Tuple[List[Dict[str, Any]], int]:
             except (UnicodeDecodeError, ValueError, RecursionError):
                 rec = None
             if isinstance(rec, dict):
-                out.append(rec)
+                yield rec
             else:
                 bad += 1
                 if bad <= 5:
                     log.warning("%s:%d: skipping a damaged line", p, n)
+                yield None
+
+
+def scan_jsonl(path: Union[str, Path]) -> Tuple[List[Dict[str, Any]], int]:
+    """``(records, skipped)``: every JSON object of a JSON-lines file, and how many non-empty lines were not
+    one (see :func:`iter_jsonl`, which streams; this keeps every record in memory). Never raises on content; a
+    file that does not exist gives ``([], 0)``; an unreadable one raises ``OSError``."""
+    out = []  # type: List[Dict[str, Any]]
+    bad = 0
+    for rec in iter_jsonl(path):
+        if rec is None:
+            bad += 1
+        else:
+            out.append(rec)
     return out, bad
 
 
@@ -392,7 +409,8 @@ def day_report(day: str, counts_path: Union[str, Path], events_path: Union[str, 
     Returns ``{"day", "hours": {HH: {class: n}}, "total": {class: n}, "alarms": n sounded,
     "alarms_raised": n, "not_sounded": {reason: n}, "alarms_by_hour": {HH: {"raised": n, "sounded": n}},
     "current_hour": "HH" or None, "skipped_lines": n}``. Damaged lines and records with bad fields are
-    skipped and counted in ``skipped_lines``.
+    skipped and counted in ``skipped_lines``. Both files are streamed line by line and only the asked day
+    is kept, so memory does not depend on their size (``scripts/bench_report.py`` measures it).
 
     Raises:
         ValueError: ``day`` is not a YYYY-MM-DD date.
@@ -404,8 +422,11 @@ def day_report(day: str, counts_path: Union[str, Path], events_path: Union[str, 
     for h in range(24):
         hours[f"{h:02d}"] = {c: 0 for c in COUNT_CLASSES}
         by_hour[f"{h:02d}"] = {"raised": 0, "sounded": 0}
-    records, skipped = scan_jsonl(counts_path)
-    for rec in records:
+    skipped = 0
+    for rec in iter_jsonl(counts_path):
+        if rec is None:
+            skipped += 1
+            continue
         hour = rec.get("hour")
         if rec.get("type") != "counts" or not isinstance(hour, str) or not hour.startswith(day):
             continue
@@ -422,9 +443,10 @@ def day_report(day: str, counts_path: Union[str, Path], events_path: Union[str, 
     total = {c: sum(v[c] for v in hours.values()) for c in COUNT_CLASSES}
     raised, not_sounded = 0, collections.Counter()
     if events_path is not None:
-        events, bad = scan_jsonl(events_path)
-        skipped += bad
-        for r in events:
+        for r in iter_jsonl(events_path):
+            if r is None:
+                skipped += 1
+                continue
             t = r.get("time")
             if r.get("type", "alarm") != "alarm" or not isinstance(t, str) or not t.startswith(day):
                 continue
