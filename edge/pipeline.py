@@ -370,7 +370,7 @@ class Pipeline:
                 log.debug("display still unavailable: %s", e)
         cap, n = self.capture, self.notifier
         if not n.ready_sent and (cap.is_open or time.monotonic() - t_start > self.cfg.camera.ready_timeout_s):
-            n.ready("running" if cap.is_open else f"waiting for camera: {cap.error}")
+            n.ready("running" if cap.is_open and not cap.error else f"waiting for camera: {self._camera_state()}")
             self._t_status = 0.0
         self._check_camera_hang()
         if n.ready_sent and not self._watchdog_held:
@@ -385,11 +385,12 @@ class Pipeline:
         if n.ready_sent and time.monotonic() - self._t_status >= 2.0:
             self._t_status = time.monotonic()
             t, v = self.counts.total, self.in_view
-            cam = self._hang_status() or ("camera ok" if cap.is_open else f"camera lost ({cap.error})")
+            cam = self._hang_status() or ("camera ok" if cap.is_open and not cap.error else
+                                          f"camera lost ({self._camera_state()})")
             n.status(f"{fps:.1f} fps, {cam}, in view mask={v.get('mask', 0)} no_mask={v.get('no_mask', 0)} "
                      f"mask_incorrect={v.get('mask_incorrect', 0)}, people mask={t['mask']} no_mask={t['no_mask']} "
                      f"mask_incorrect={t['mask_incorrect']}, alarms={self.result.alarms_total}, dropped={cap.dropped}"
-                     + self._storage_status())
+                     + self._storage_status() + (self.video.status() if self.video else ""))
 
     def _check_camera_hang(self) -> None:
         """A live source whose read (or open) has not returned for ``camera.stall_timeout_s``: abandon that
@@ -423,6 +424,14 @@ class Pipeline:
             log.error("camera %s hung for %.0f s and reopening did not help (%d capture threads abandoned): no longer "
                       "feeding the systemd watchdog, so systemd restarts the service", cap.source.name,
                       now - self._hung_since, cap.hung_restarts)
+
+    def _camera_state(self) -> str:
+        """What is wrong with the camera, for STATUS: the last error (kept until a frame arrives), never
+        ``None``."""
+        cap = self.capture
+        if cap.error:
+            return f"{cap.error}; open, waiting for a frame" if cap.is_open else str(cap.error)
+        return "open, waiting for the first frame" if cap.is_open else "opening"
 
     def _hang_status(self) -> str:
         """The STATUS camera part while the camera is hung ("" otherwise)."""
