@@ -118,19 +118,22 @@ def check_model(path: Union[str, Path], role: str = "detector"):
     """Load a model file as ``run`` does (ONNX Runtime session, maskwatch metadata) and check its role.
 
     Returns:
-        the :class:`edge.model.ModelMeta`.
+        the :class:`edge.model.ModelMeta`; ``None`` where onnxruntime is not installed (a TensorRT-only
+        install: only the file itself is checked).
 
     Raises:
         OSError: the file cannot be opened (or is not a regular file).
         ValueError: ONNX Runtime refuses it, it has no maskwatch metadata, or its role is not ``role``.
     """
     data = read_regular(path, MAX_MODEL_BYTES)
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:  # a TensorRT-only install: the file is a readable regular file, the engine build checks it
+        return None
     from edge.backends.onnxruntime import OnnxRuntimeBackend
     try:
         backend = OnnxRuntimeBackend(data, threads=1, spin=False)
     except (ValueError, RuntimeError) as e:
-        if "onnxruntime" in str(e) and "pip install" in str(e):
-            raise
         raise ValueError(_ort_message(e)) from None
     except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, InvalidGraph, Fail, ...)
         raise ValueError(_ort_message(e)) from None
@@ -216,7 +219,7 @@ def check_files(cfg, lines: Optional[Dict[Tuple, int]] = None) -> Tuple[List[str
         try:
             clf = cfg.model.resolved_classifier()
             cmeta = check_model(clf, "classifier")
-            if meta is not None and list(cmeta.classes) != list(meta.classes):
+            if meta is not None and cmeta is not None and list(cmeta.classes) != list(meta.classes):
                 fail(("model", "classifier"), clf, f"its classes {cmeta.classes} differ from the detector's "
                      f"{list(meta.classes)}")
         except OSError as e:

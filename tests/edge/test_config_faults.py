@@ -143,7 +143,7 @@ def test_sighup_with_hostile_files_keeps_the_daemon_and_its_config(tmp_path, mod
             assert proc.poll() is None, f"file {n} stopped the daemon:\n{log.text[-3000:]}"
         assert "Traceback" not in log.text, log.text[-3000:]
         assert "refusing to reset" in log.text and "cannot open the model: No such file" in log.text
-        assert "no such sound file" in log.text
+        assert "cannot open the sound: No such file" in log.text
         # the running config was kept: a good file still changes only what differs from it
         write_config(cfg, model_path, BASE.replace("cooldown_s: 10", "cooldown_s: 4"))
         proc.send_signal(signal.SIGHUP)

@@ -237,3 +237,33 @@ def test_fifo_config_on_sighup_and_200_sighups_keep_the_daemon_reloading(tmp_pat
     assert rc == 0, log.text[-3000:]
     assert "Logging error" not in log.text and "reentrant call" not in log.text, log.text[-3000:]
     assert "stopped (SIGTERM)" in log.text
+
+
+def test_200_sighups_while_the_loop_logs_every_frame_give_no_logging_error(tmp_path, model_path, videos):
+    """The old handler logged 'SIGHUP: reloading' itself: a signal landing while the frame loop was inside
+    the log stream's write gave '--- Logging error --- RuntimeError: reentrant call' (22 blocks for 200
+    SIGHUPs here, with DEBUG lines every frame). Now the handler only sets a flag."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"log_level: DEBUG\nmodel:\n  path: {model_path}\ncamera:\n  source: {videos['unmasked']}\n",
+                   encoding="utf-8")
+    proc = subprocess.Popen(maskwatch_cmd() + ["run", "-c", str(cfg), "--headless", "--events",
+                                               str(tmp_path / "ev.jsonl")],
+                            cwd=str(REPO), env=run_env(alsa_home(tmp_path)), stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    log = LogReader(proc.stderr)
+    log.start()
+    try:
+        log.expect("running: model")
+        for _ in range(200):
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.0135)
+        rc = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            sigterm(proc, log)
+    log.join(5)
+    assert rc == 0, log.text[-3000:]
+    assert "config reloaded" in log.text, log.text[-3000:]
+    assert "Logging error" not in log.text and "reentrant call" not in log.text, log.text[-3000:]
