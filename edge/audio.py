@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 import time
 import wave
@@ -47,21 +48,36 @@ def prompt_paths(sound: Union[str, Path, None] = None,
     return out
 
 
-def load_wav(path: Union[str, Path]) -> Tuple[np.ndarray, int]:
+def load_wav(path, name: Optional[str] = None) -> Tuple[np.ndarray, int]:
     """A 16-bit PCM WAV -> ((frames, channels) float32 in [-1, 1], sample rate).
 
+    ``path`` is a file name or a binary file object (``name`` then names it in errors). A file name is
+    opened only if it is a regular file (:func:`edge.validate.open_regular`: a FIFO or a device never blocks).
+
     Raises:
-        ValueError: not a 16-bit PCM WAV.
-        OSError: the file cannot be read.
+        ValueError: not a 16-bit PCM WAV (also an empty, truncated or non-PCM file).
+        OSError: the file cannot be opened or read, or is not a regular file.
     """
+    if hasattr(path, "read"):
+        f, name = path, (name if name is not None else getattr(path, "name", "the sound"))
+    else:
+        from edge.validate import open_regular
+        name = name or str(path)
+        f = os.fdopen(open_regular(path), "rb")
     try:
-        with wave.open(str(path), "rb") as w:
+        with wave.open(f, "rb") as w:
             if w.getsampwidth() != 2:
-                raise ValueError(f"{path}: only 16-bit PCM WAV is supported, got {8 * w.getsampwidth()}-bit")
+                raise ValueError(f"{name}: only 16-bit PCM WAV is supported, got {8 * w.getsampwidth()}-bit")
             rate, ch = w.getframerate(), w.getnchannels()
+            if rate <= 0 or ch <= 0:
+                raise ValueError(f"{name}: a WAV with {ch} channel(s) at {rate} Hz")
             data = np.frombuffer(w.readframes(w.getnframes()), "<i2")
-    except wave.Error as e:
-        raise ValueError(f"{path}: not a PCM WAV file ({e})") from None
+    except (wave.Error, EOFError, struct.error) as e:
+        raise ValueError(f"{name}: not a PCM WAV file ({str(e) or 'the file ends early'})") from None
+    finally:
+        f.close()
+    if len(data) % ch:
+        data = data[:len(data) - len(data) % ch]
     return (data.reshape(-1, ch).astype(np.float32) / 32768.0), rate
 
 

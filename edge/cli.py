@@ -14,7 +14,8 @@
 Every subcommand that reads a config takes ``-c/--config FILE``; ``report`` shows today unless ``--day`` says
 otherwise.
 
-Exit codes: 0 ok, 1 runtime error (model or source missing), 2 invalid config or arguments;
+Exit codes: 0 ok, 1 runtime error (source missing), 2 invalid config or arguments (also a model, sound or output file
+the config names that cannot be used: the check check-config runs);
 check-parity: 1 beyond tolerance, 3 could not run (see :mod:`edge.parity`).
 """
 from __future__ import annotations
@@ -119,7 +120,9 @@ def _load(path: Optional[str]) -> Config:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate the file and the files it names (model.path, alarm.sound); every error is one bounded line."""
+    """Validate the file and the files it names (:func:`edge.validate.check_files`: the model and classifier
+    loaded by ONNX Runtime, every sound decoded, output files checked), exactly as ``run`` and a reload do;
+    every error is one bounded line."""
     if args.file and args.config and args.file != args.config:
         print(f"check-config: two files given ({args.file}, {args.config}); give one", file=sys.stderr)
         return 2
@@ -128,7 +131,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print("check-config: give the file: maskwatch check-config -c FILE", file=sys.stderr)
         return 2
     try:
-        load(args.file, check_files=True)
+        cfg = load(args.file, check_files=True)
     except ConfigError as e:
         print(f"{args.file}: INVALID", file=sys.stderr)
         for line in e.errors:
@@ -140,6 +143,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         empty = True
     print(f"{args.file}: OK" + (" (empty: every key has its built-in default; a reload refuses an empty file)"
                                 if empty else ""))
+    from edge.validate import check_files
+    for line in check_files(cfg)[1]:
+        print(f"  warning: {line}")
     return 0
 
 
@@ -149,16 +155,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     overrides = {"source": args.source, "headless": args.headless, "fast": args.fast, "events": args.events,
                  "save_video": args.save_video}
-    cfg = with_overrides(_load(args.config), **overrides)
+    # the check that check-config and a reload run: what it accepts starts, what it refuses never starts
+    cfg = load(args.config, check_files=True, transform=lambda c: with_overrides(c, **overrides))
     setup_logging(cfg.log_level)
     pipe = Pipeline(cfg, RunOptions(max_frames=args.max_frames, config_path=args.config, overrides=overrides))
 
-    def on_signal(signum, _frame):
-        if signum == signal.SIGHUP:
-            log.info("SIGHUP: reloading %s", args.config or "(no config file)")
-            pipe.request_reload()
-        else:
-            pipe.stop(signal.Signals(signum).name)
+    def on_signal(signum, _frame):  # only sets a flag: logging here could re-enter the log stream's lock
+        pipe.on_signal(signum)
 
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, on_signal)
@@ -224,6 +227,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"report: --day must be YYYY-MM-DD, got {args.day!r}", file=sys.stderr)
         return 2
+    if not events.exists():  # a wrong --events or -c: zeros would look like a quiet day
+        print(f"report: no events file at {events} (the appliance creates it when it starts; check --events or "
+              f"-c)", file=sys.stderr)
+        return 1
     try:
         rep = day_report(args.day, counts, events)
     except OSError as e:

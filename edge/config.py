@@ -10,18 +10,48 @@ The documented example with every key is ``edge/config.example.yaml``.
 """
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union, get_args, get_origin
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 EXAMPLE_CONFIG = Path(__file__).with_name("config.example.yaml")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+#: an error echoes at most this many characters of a value or an unknown key from the file (escaped with
+#: ``repr``), so a config that is a symlink to another file cannot print that file (docs/runtime.md, Guarantees)
+ECHO_CHARS = 20
+#: a path is echoed whole up to this many characters, else its first and last ``ECHO_PATH_CHARS // 2 - 5``
+ECHO_PATH_CHARS = 80
+
+
+def short_value(v: Any, limit: int = ECHO_CHARS) -> str:
+    """``repr(v)`` cut to its first ``limit`` characters of content (``'abc'...(300 characters)``)."""
+    if isinstance(v, str):
+        return repr(v) if len(v) <= limit else repr(v[:limit]) + f"...({len(v)} characters)"
+    if isinstance(v, (bool, int, float)) or v is None:
+        r = repr(v)
+        return r if len(r) <= limit else r[:limit] + "..."
+    if isinstance(v, (list, tuple, dict)):
+        return f"a {type(v).__name__} of {len(v)} item(s)"
+    return f"a {type(v).__name__}"
+
+
+def short_path(p: Any) -> str:
+    """A path for an error message: escaped, whole up to :data:`ECHO_PATH_CHARS` characters, else its
+    start and end with the length between."""
+    s = str(p)
+    if len(s) <= ECHO_PATH_CHARS:
+        return repr(s)
+    k = ECHO_PATH_CHARS // 2 - 5
+    return repr(s[:k]) + f"...({len(s)} characters)..." + repr(s[-k:])
+
 
 #: The released model ``model.path: null`` runs: a folder of the ``models`` package holding ``model.onnx``.
 DEFAULT_MODEL = "ultralight_mask"
@@ -222,7 +252,7 @@ class ModelConfig(_Section):
     @classmethod
     def _known_classifier(cls, v: Optional[str]) -> Optional[str]:
         if v and _is_model_name(v) and v not in released_models("classifier"):
-            raise ValueError(f"no released classifier named {v!r}; allowed: {released_models('classifier')}, a path "
+            raise ValueError(f"no released classifier named {short_value(v)}; allowed: {released_models('classifier')}, a path "
                              "to an .onnx file, or null")
         return v
 
@@ -237,7 +267,7 @@ class ModelConfig(_Section):
     @classmethod
     def _known_model(cls, v: Optional[str]) -> Optional[str]:
         if v and _is_model_name(v) and v not in released_models():
-            raise ValueError(f"no released model named {v!r}; allowed: {released_models()} or a path to an .onnx file")
+            raise ValueError(f"no released model named {short_value(v)}; allowed: {released_models()} or a path to an .onnx file")
         return v
 
     def resolved_path(self) -> Path:
@@ -290,7 +320,7 @@ class PromptsConfig(_Section):
     @classmethod
     def _wav(cls, v: Optional[str]) -> Optional[str]:
         if v is not None and not v.lower().endswith(".wav"):
-            raise ValueError(f"a prompt must be a .wav file (16-bit PCM), got {v!r}")
+            raise ValueError(f"a prompt must be a .wav file (16-bit PCM), got {short_value(v)}")
         return v
 
 
@@ -335,7 +365,7 @@ class AlarmConfig(_Section):
     def _hours(cls, v: List[str]) -> List[str]:
         for s in v:
             if not _HHMM.match(s):
-                raise ValueError(f"quiet hour range {s!r} must look like 'HH:MM-HH:MM' (00:00-23:59)")
+                raise ValueError(f"quiet hour range {short_value(s)} must look like 'HH:MM-HH:MM' (00:00-23:59)")
         return v
 
     def quiet_ranges(self) -> List[Tuple[int, int]]:
@@ -601,10 +631,19 @@ def _node_lines(node: yaml.Node, path: Tuple = (), out: Optional[Dict[Tuple, int
     return out
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_]{1,%d}$" % ECHO_CHARS)
+
+
+def _key(p: Any) -> str:
+    """A key of the file for an error: a plain short name as is, anything else escaped and cut
+    (:func:`short_value`)."""
+    return p if isinstance(p, str) and _PLAIN_KEY.match(p) else short_value(p if isinstance(p, str) else str(p))
+
+
 def _fmt(loc: Tuple) -> str:
     s = ""
     for p in loc:
-        s += f"[{p}]" if isinstance(p, int) else (("." if s else "") + str(p))
+        s += f"[{p}]" if isinstance(p, int) else (("." if s else "") + _key(p))
     return s or "(top level)"
 
 
@@ -663,6 +702,15 @@ def _allowed(loc: Tuple, err_type: str) -> str:
     return f"{ann}{(' ' + ', '.join(bits)) if bits else ''}" + (f" ({desc})" if desc else "")
 
 
+def _did_you_mean(loc: Tuple) -> str:
+    """``"; did you mean 'camera'?"`` for a key close to a known key of its section (difflib), else ""."""
+    parent, _ = _field_for(loc[:-1]) if len(loc) > 1 else (Config, None)
+    if not (isinstance(parent, type) and issubclass(parent, BaseModel)) or not isinstance(loc[-1], str):
+        return ""
+    close = difflib.get_close_matches(loc[-1][:64], list(parent.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _line_of(lines: Dict[Tuple, int], loc: Tuple) -> Optional[int]:
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:
@@ -673,29 +721,23 @@ def _line_of(lines: Dict[Tuple, int], loc: Tuple) -> Optional[int]:
 def _yaml_error(e: Exception) -> str:
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
     line = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
-    problem = getattr(e, "problem", None) or str(e)
+    problem = str(getattr(e, "problem", None) or type(e).__name__)
+    problem = problem if len(problem) <= 120 else problem[:120] + "..."  # PyYAML may quote the file's text
     return f"YAML error at {line}: {problem}" if isinstance(e, yaml.constructor.ConstructorError) \
         else f"YAML syntax error at {line}: {problem}"
 
 
 def referenced_file_errors(cfg: Config, lines: Optional[Dict[Tuple, int]] = None) -> List[str]:
-    """Problems with the files the config names: ``model.path`` (an ``.onnx`` path must be a file) and
-    ``alarm.sound`` (a WAV file must exist); one line each with the key and its line when known."""
-    out = []
-    lines = lines or {}
-    if cfg.model.path and not _is_model_name(cfg.model.path):
-        p = cfg.model.resolved_path()
-        if not p.is_file():
-            out.append(f"model.path (line {_line_of(lines, ('model', 'path'))}): no such model file: {p}")
-    if cfg.alarm.sound:
-        p = Path(cfg.alarm.sound).expanduser()
-        if not p.is_file():
-            out.append(f"alarm.sound (line {_line_of(lines, ('alarm', 'sound'))}): no such sound file: {p}")
-    return out
+    """Problems with the files the config names, one line each with the key and its line: the model and
+    classifier loaded by ONNX Runtime with their metadata and role, every sound decoded, output files
+    and folders checked (:func:`edge.validate.check_files`, the same check for check-config, a reload and
+    ``run``). Warnings (an events folder not writable now) are not errors."""
+    from edge.validate import check_files
+    return check_files(cfg, lines)[0]
 
 
 def parse(text: str, path: Union[str, Path, None] = None, check_files: bool = False,
-          allow_empty: bool = True) -> Config:
+          allow_empty: bool = True, transform: Optional[Callable[[Config], Config]] = None) -> Config:
     """Validate YAML ``text``; raise :class:`ConfigError` listing every problem with key path and line.
 
     Only plain YAML is read (safe loader; ``!!python/...`` tags are errors). A text over
@@ -704,7 +746,9 @@ def parse(text: str, path: Union[str, Path, None] = None, check_files: bool = Fa
     is bounded (milliseconds). ``check_files``: also require the files named by ``model.path`` and
     ``alarm.sound`` to exist (:func:`referenced_file_errors`). ``allow_empty=False``: an empty or
     comments-only text is an error instead of the built-in defaults (a reload uses this; ``{}`` still
-    asks for the defaults explicitly). Never raises anything but :class:`ConfigError`.
+    asks for the defaults explicitly). ``transform``: applied to the validated config before the files are
+    checked (``run`` and a reload apply the command-line overrides, so ``--events`` is checked too). Never
+    raises anything but :class:`ConfigError`.
     """
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(path, [f"the file is {len(text)} characters; the most a config may have is "
@@ -723,7 +767,7 @@ def parse(text: str, path: Union[str, Path, None] = None, check_files: bool = Fa
             if not allow_empty:
                 raise ConfigError(path, ["the file is empty (or only comments): refusing to reset every setting to "
                                          "its default; write '{}' to ask for the built-in defaults"])
-            return Config()
+            return _finish(Config(), {}, path, check_files, transform)
         if not isinstance(node, yaml.MappingNode):
             raise ConfigError(path, [f"(top level) (line {node.start_mark.line + 1}): the file must be a mapping "
                                      f"of keys (known keys: {', '.join(Config.model_fields)})"])
@@ -749,13 +793,27 @@ def parse(text: str, path: Union[str, Path, None] = None, check_files: bool = Fa
             loc = tuple(err["loc"])
             line = _line_of(lines, loc)
             got = err.get("input")
-            got_s = "" if err["type"] in ("extra_forbidden",) or isinstance(got, dict) else f" [got {got!r}]"
+            got_s = "" if err["type"] in ("extra_forbidden",) or isinstance(got, dict) else f" [got {short_value(got)}]"
             allowed = _allowed(loc, err["type"])
             msg = err["msg"]
-            errors.append(f"{_fmt(loc)} (line {line}): {msg}{got_s}" + (f"; allowed: {allowed}" if allowed else ""))
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key" + _did_you_mean(loc)
+            label = "" if err["type"] == "extra_forbidden" else "allowed: "
+            errors.append(f"{_fmt(loc)} (line {line}): {msg}{got_s}" + (f"; {label}{allowed}" if allowed else ""))
         raise ConfigError(path, errors) from None
     except Exception as e:  # a validator tripping over an odd value must still be a config error
-        raise ConfigError(path, [f"(top level): cannot validate the file ({type(e).__name__}: {e})"]) from None
+        raise ConfigError(path, [f"(top level): cannot validate the file ({type(e).__name__}: {str(e)[:60]})"]) from None
+    return _finish(cfg, lines, path, check_files, transform)
+
+
+def _finish(cfg: Config, lines: Dict[Tuple, int], path: Union[str, Path, None], check_files: bool,
+            transform: Optional[Callable[[Config], Config]]) -> Config:
+    if transform is not None:
+        try:
+            cfg = transform(cfg)
+        except ValidationError as e:
+            raise ConfigError(path, [f"{_fmt(tuple(err['loc']))} (command line): {err['msg']}"
+                                     for err in e.errors()]) from None
     if check_files:
         missing = referenced_file_errors(cfg, lines)
         if missing:
@@ -763,20 +821,25 @@ def parse(text: str, path: Union[str, Path, None] = None, check_files: bool = Fa
     return cfg
 
 
-def load(path: Union[str, Path, None], check_files: bool = False, allow_empty: bool = True) -> Config:
+def load(path: Union[str, Path, None], check_files: bool = False, allow_empty: bool = True,
+         transform: Optional[Callable[[Config], Config]] = None) -> Config:
     """Load and validate a config file; ``None`` gives the built-in defaults.
 
-    ``check_files`` and ``allow_empty``: see :func:`parse` (``check-config`` and a reload check the
-    referenced files; a reload refuses an empty file). At most :data:`MAX_CONFIG_BYTES` are read.
+    ``check_files``, ``allow_empty`` and ``transform``: see :func:`parse` (``check-config``, ``run`` and a
+    reload check the referenced files; a reload refuses an empty file). At most :data:`MAX_CONFIG_BYTES`
+    are read, and only from a regular file (a FIFO or a device is refused at once, never read:
+    :func:`edge.validate.open_regular`).
 
     Raises:
-        ConfigError: the file is missing, unreadable, too big, not YAML, or invalid (never anything else).
+        ConfigError: the file is missing, unreadable, not a regular file, too big, not YAML, or invalid
+            (never anything else).
     """
     if path is None:
-        return Config()
+        return _finish(Config(), {}, None, check_files, transform)
+    from edge.validate import open_regular
     p = Path(path)
     try:
-        with open(p, "rb") as f:
+        with os.fdopen(open_regular(p), "rb") as f:
             raw = f.read(MAX_CONFIG_BYTES + 1)
         if len(raw) > MAX_CONFIG_BYTES:
             size = p.stat().st_size
@@ -787,7 +850,7 @@ def load(path: Union[str, Path, None], check_files: bool = False, allow_empty: b
         raise ConfigError(path, [f"cannot read the file: {e.strerror or e}"]) from None
     except UnicodeDecodeError as e:
         raise ConfigError(path, [f"the file is not UTF-8 text: {e}"]) from None
-    return parse(text, path, check_files=check_files, allow_empty=allow_empty)
+    return parse(text, path, check_files=check_files, allow_empty=allow_empty, transform=transform)
 
 
 def diff(old: Config, new: Config) -> List[str]:

@@ -29,9 +29,10 @@ import datetime
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -53,7 +54,14 @@ class JsonlAppender:
     ``retry_s`` seconds. Before each write the file's device and inode are compared with the open
     descriptor's, so a file or folder deleted or replaced mid-run is recreated (folder included), not
     written into the deleted inode. A non-empty file that does not end with a newline (a torn last
-    line) gets one before the first new record.
+    line) gets one before the first new record. Only a regular file is ever opened
+    (:func:`edge.validate.open_regular`): a path that is (or becomes) a FIFO, a device or a folder is
+    refused like an unwritable one (reported, lines kept in memory), so a pipe can never block a write.
+
+    ``background=True`` (what the appliance uses): :meth:`append` only hands the line to a bounded queue
+    and returns at once; a writer thread opens, writes, fsyncs and retries, so a slow, hung or failing
+    disk never stalls the frame loop, the watchdog or SIGTERM. :meth:`close` waits at most
+    ``close_timeout_s`` for the writer and reports what it could not write.
 
     Attributes:
         path: the file.
@@ -64,15 +72,24 @@ class JsonlAppender:
     """
 
     def __init__(self, path: Union[str, Path], what: str = "events", fsync: bool = False, max_queue: int = 1000,
-                 retry_s: float = 5.0, log_every_s: float = 60.0):
+                 retry_s: float = 5.0, log_every_s: float = 60.0, background: bool = False,
+                 close_timeout_s: float = 5.0):
         self.path = Path(path)
         self.what, self.fsync, self.retry_s, self.log_every_s = what, fsync, retry_s, log_every_s
         self.queue = collections.deque(maxlen=max_queue)  # type: Deque[bytes]
         self.writable, self.error = True, ""
         self.written = self.lost = 0
+        self.background, self.close_timeout_s = background, close_timeout_s
         self._fd = None  # type: Optional[int]
         self._id = None  # type: Optional[Tuple[int, int]]
         self._t_fail = self._t_log = -1e18
+        self._lock = threading.Lock()  # guards the queue between append() and the writer
+        self._wake = threading.Event()
+        self._closing = False
+        self._thread = None  # type: Optional[threading.Thread]
+        if background:
+            self._start_writer(at_start=True)
+            return
         try:
             self._open()
         except OSError as e:
@@ -84,19 +101,34 @@ class JsonlAppender:
         return len(self.queue)
 
     def append(self, record: Dict[str, Any]) -> bool:
-        """Queue ``record`` and write everything queued; True when it reached the file."""
-        if len(self.queue) == self.queue.maxlen:
-            self.lost += 1
-        self.queue.append((json.dumps(record, sort_keys=False) + "\n").encode("utf-8"))
+        """Queue ``record`` and write everything queued; True when it reached the file (background: True
+        when it was handed to the writer thread, which never waits)."""
+        line = (json.dumps(record, sort_keys=False) + "\n").encode("utf-8")
+        with self._lock:
+            if len(self.queue) == self.queue.maxlen:
+                self.lost += 1
+            self.queue.append(line)
+        if self.background:
+            if self._thread is None or not self._thread.is_alive():
+                self._start_writer()
+            self._wake.set()
+            return True
         return self._drain()
 
     def retry(self, now: Optional[float] = None) -> None:
-        """Write what is queued if ``retry_s`` has passed since the last failure (cheap when nothing waits)."""
+        """Write what is queued if ``retry_s`` has passed since the last failure (cheap when nothing waits;
+        background: the writer thread retries by itself)."""
+        if self.background:
+            return
         if self.queue and (time.monotonic() if now is None else now) - self._t_fail >= self.retry_s:
             self._drain()
 
     def close(self) -> None:
-        """Write what is queued (once), fsync and close; what still cannot be written is logged as lost."""
+        """Write what is queued (once), fsync and close; what still cannot be written is logged as lost.
+        Background: waits at most ``close_timeout_s`` for the writer thread."""
+        if self.background:
+            self._stop_writer()
+            return
         if self.queue:
             self._drain()
         if self.queue:
@@ -109,10 +141,55 @@ class JsonlAppender:
                 pass
             self._close_fd()
 
+    # ------------------------------------------------------------------ the writer thread (background)
+    def _start_writer(self, at_start: bool = False) -> None:
+        self._closing = False
+        self._thread = threading.Thread(target=self._writer, args=(at_start,), name=f"{self.what}-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def _writer(self, at_start: bool) -> None:
+        if self._fd is None:
+            try:
+                self._open()
+            except OSError as e:
+                self._failed(e, at_start=at_start)
+        while True:
+            self._wake.wait(self.retry_s)
+            self._wake.clear()
+            closing = self._closing
+            if self.queue and (closing or self.writable or time.monotonic() - self._t_fail >= self.retry_s):
+                self._drain()
+            if closing:
+                break
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                pass
+            self._close_fd()
+
+    def _stop_writer(self) -> None:
+        t = self._thread
+        if t is None:
+            return
+        self._closing = True
+        self._wake.set()
+        t.join(self.close_timeout_s)
+        if t.is_alive():
+            log.error("%s: the %s writer is still blocked after %.0f s (a hung disk?); %d %s not written are lost",
+                      self.path, self.what, self.close_timeout_s, len(self.queue), self.what)
+            return
+        self._thread = None
+        if self.queue:
+            log.error("%s: %d %s could not be written (%s) and are lost", self.path, len(self.queue), self.what,
+                      self.error)
+
     # ------------------------------------------------------------------ internals
     def _open(self) -> None:
+        from edge.validate import open_regular
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(str(self.path), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # RDWR: pread the last byte
+        fd = open_regular(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # RDWR: pread the last byte
         try:
             st = os.fstat(fd)
             if st.st_size > 0 and os.pread(fd, 1, st.st_size - 1) != b"\n":
@@ -144,13 +221,18 @@ class JsonlAppender:
                 self._close_fd()
             if self._fd is None:
                 self._open()
-            while self.queue:
-                data = self.queue[0]
+            while True:
+                with self._lock:
+                    if not self.queue:
+                        break
+                    data = self.queue[0]
                 n = os.write(self._fd, data)
-                if n < len(data):  # a short write (disk just filled): keep the rest for the retry
-                    self.queue[0] = data[n:]
-                    raise OSError(28, "short write (no space left on device?)")
-                self.queue.popleft()
+                with self._lock:
+                    if self.queue and self.queue[0] is data:  # (else it was dropped meanwhile: queue full)
+                        if n < len(data):  # a short write (disk just filled): keep the rest for the retry
+                            self.queue[0] = data[n:]
+                            raise OSError(28, "short write (no space left on device?)")
+                        self.queue.popleft()
                 self.written += 1
             if self.fsync:
                 os.fsync(self._fd)
@@ -178,11 +260,12 @@ class JsonlAppender:
 
 class EventLog:
     """Appends alarm events to a JSON-lines file, one line per event, written at once; never raises
-    (see :class:`JsonlAppender`: a full or read-only disk keeps events in memory and retries)."""
+    (see :class:`JsonlAppender`: a full or read-only disk keeps events in memory and retries).
+    ``background=True``: :meth:`write` hands the line to a writer thread and never waits for the disk."""
 
-    def __init__(self, path: Union[str, Path]):
+    def __init__(self, path: Union[str, Path], background: bool = False):
         self.path = Path(path)
-        self.file = JsonlAppender(self.path, "events")
+        self.file = JsonlAppender(self.path, "events", background=background)
 
     @property
     def written(self) -> int:
@@ -210,11 +293,11 @@ class HourlyCounts:
     ``counts`` record of one person for its hour, so nothing waits in memory for the hour to end;
     the report sums the records. Never raises (see :class:`JsonlAppender`)."""
 
-    def __init__(self, path: Union[str, Path], classes: Sequence[str] = COUNT_CLASSES):
+    def __init__(self, path: Union[str, Path], classes: Sequence[str] = COUNT_CLASSES, background: bool = False):
         self.path = Path(path)
         self.classes = list(classes)
         self.total = collections.Counter()  # type: collections.Counter
-        self.file = JsonlAppender(self.path, "counts", fsync=True, max_queue=10000)
+        self.file = JsonlAppender(self.path, "counts", fsync=True, max_queue=10000, background=background)
 
     @staticmethod
     def hour_of(wall: float) -> str:
@@ -250,30 +333,53 @@ def save_snapshot(image: np.ndarray, event: AlarmEvent, folder: Union[str, Path]
     return p
 
 
-def scan_jsonl(path: Union[str, Path]) -> Tuple[List[Dict[str, Any]], int]:
-    """``(records, skipped)``: every JSON object of a JSON-lines file, and how many non-empty lines were not
-    one (a torn line after a power cut, a bad byte, a bare number or list). Never raises on content; a file
-    that does not exist gives ``([], 0)``; an unreadable one raises ``OSError``."""
-    out = []  # type: List[Dict[str, Any]]
-    bad = 0
+def iter_jsonl(path: Union[str, Path], only: Optional[bytes] = None) -> Iterator[Optional[Dict[str, Any]]]:
+    """Each non-empty line of a JSON-lines file, streamed: the JSON object, or ``None`` for a damaged line (a
+    torn line after a power cut, a bad byte, a bare number or list; the first five are logged). Memory does
+    not depend on the file's size. A file that does not exist yields nothing; one that cannot be read, or is
+    not a regular file (a FIFO, a device), raises ``OSError``.
+
+    ``only``: parse only lines containing these bytes (the report's day); other lines that look like a JSON
+    object (``{...}``) are skipped unparsed, other lines still count as damaged (a torn line). About 5x
+    faster on a file of many days."""
+    from edge.validate import open_regular
     p = Path(path)
-    if not p.exists():
-        return out, 0
-    with open(p, "rb") as f:
+    try:
+        fd = open_regular(p)
+    except FileNotFoundError:
+        return
+    bad = 0
+    with os.fdopen(fd, "rb") as f:
         for n, raw in enumerate(f, 1):
             raw = raw.strip()
             if not raw:
+                continue
+            if only is not None and only not in raw and raw[:1] == b"{" and raw[-1:] == b"}":
                 continue
             try:
                 rec = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError, RecursionError):
                 rec = None
             if isinstance(rec, dict):
-                out.append(rec)
+                yield rec
             else:
                 bad += 1
                 if bad <= 5:
                     log.warning("%s:%d: skipping a damaged line", p, n)
+                yield None
+
+
+def scan_jsonl(path: Union[str, Path]) -> Tuple[List[Dict[str, Any]], int]:
+    """``(records, skipped)``: every JSON object of a JSON-lines file, and how many non-empty lines were not
+    one (see :func:`iter_jsonl`, which streams; this keeps every record in memory). Never raises on content; a
+    file that does not exist gives ``([], 0)``; an unreadable one raises ``OSError``."""
+    out = []  # type: List[Dict[str, Any]]
+    bad = 0
+    for rec in iter_jsonl(path):
+        if rec is None:
+            bad += 1
+        else:
+            out.append(rec)
     return out, bad
 
 
@@ -309,7 +415,9 @@ def day_report(day: str, counts_path: Union[str, Path], events_path: Union[str, 
     Returns ``{"day", "hours": {HH: {class: n}}, "total": {class: n}, "alarms": n sounded,
     "alarms_raised": n, "not_sounded": {reason: n}, "alarms_by_hour": {HH: {"raised": n, "sounded": n}},
     "current_hour": "HH" or None, "skipped_lines": n}``. Damaged lines and records with bad fields are
-    skipped and counted in ``skipped_lines``.
+    skipped and counted in ``skipped_lines`` (of other days' lines, only those that are not ``{...}``, e.g. a
+    torn line, are looked at: see :func:`iter_jsonl`). Both files are streamed line by line and only the
+    asked day is kept, so memory does not depend on their size (``scripts/bench_report.py`` measures it).
 
     Raises:
         ValueError: ``day`` is not a YYYY-MM-DD date.
@@ -321,8 +429,12 @@ def day_report(day: str, counts_path: Union[str, Path], events_path: Union[str, 
     for h in range(24):
         hours[f"{h:02d}"] = {c: 0 for c in COUNT_CLASSES}
         by_hour[f"{h:02d}"] = {"raised": 0, "sounded": 0}
-    records, skipped = scan_jsonl(counts_path)
-    for rec in records:
+    skipped = 0
+    only = day.encode("ascii")
+    for rec in iter_jsonl(counts_path, only):
+        if rec is None:
+            skipped += 1
+            continue
         hour = rec.get("hour")
         if rec.get("type") != "counts" or not isinstance(hour, str) or not hour.startswith(day):
             continue
@@ -339,9 +451,10 @@ def day_report(day: str, counts_path: Union[str, Path], events_path: Union[str, 
     total = {c: sum(v[c] for v in hours.values()) for c in COUNT_CLASSES}
     raised, not_sounded = 0, collections.Counter()
     if events_path is not None:
-        events, bad = scan_jsonl(events_path)
-        skipped += bad
-        for r in events:
+        for r in iter_jsonl(events_path, only):
+            if r is None:
+                skipped += 1
+                continue
             t = r.get("time")
             if r.get("type", "alarm") != "alarm" or not isinstance(t, str) or not t.startswith(day):
                 continue

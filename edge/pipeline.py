@@ -15,7 +15,7 @@ from typing import Deque, Dict, List, Optional
 
 import numpy as np
 
-from edge.audio import NO_SPEAKER, AlarmPlayer, PlayRequest, load_wav, prompt_paths
+from edge.audio import NO_SPEAKER, AlarmPlayer, PlayRequest
 from edge.backends.base import Backend
 from edge.classifier import SecondaryClassifier, load_secondary
 from edge.config import Config, ConfigError, diff, load
@@ -41,6 +41,8 @@ MAX_ALARMS_KEPT = 1000
 
 #: an alarm's event waits at most this long (s) for the speaker to say whether its clip was handed to the device
 SOUND_DECISION_S = 5.0
+#: a reload whose reading has not finished after this long is given up (logged; the next SIGHUP starts anew)
+RELOAD_TIMEOUT_S = 30.0
 
 #: config keys that only take effect after a restart
 RESTART_KEYS = ("model.path", "model.classifier", "model.backend", "model.engine", "model.threads", "display.enabled",
@@ -169,13 +171,9 @@ class ReloadJob:
         return self
 
     def _run(self) -> None:
-        try:
-            new = with_overrides(load(self.path, check_files=True, allow_empty=False), **self.overrides)
-            if new.alarm.sound != self.old.alarm.sound and new.alarm.sound:
-                load_wav(new.alarm.sound)  # fail before anything is applied
-            for wav in prompt_paths(new.alarm.sound, new.alarm.prompts.model_dump()).values():
-                load_wav(wav)
-            self.config = new
+        try:  # the check check-config and a start run (edge.validate): model, classifier, sounds, output files
+            self.config = load(self.path, check_files=True, allow_empty=False,
+                               transform=lambda c: with_overrides(c, **self.overrides))
         except ConfigError as e:
             self.error = str(e)
         except Exception as e:  # anything else a bad file can cause (a broken WAV, a validator error)
@@ -205,8 +203,11 @@ class Pipeline:
         self.stages = StageTimes()
         self.result = RunResult()
         self._stop = threading.Event()
-        self._reload = threading.Event()
+        self._reload = False  # a reload is asked for (plain flags: a signal handler only sets them)
+        self._signal_hup = 0  # SIGHUPs received (set by on_signal, read by the frame loop)
+        self._signal_stop = None  # type: Optional[str]  # SIGTERM/SIGINT received (set by on_signal)
         self._reload_job = None  # type: Optional[ReloadJob]
+        self._reload_t0 = 0.0
         self.stop_reason = ""
         self.capture = None  # type: Optional[Capture]
         self.tracker = self.counts = self.events = self.speaker = self.display = self.video = None
@@ -227,7 +228,31 @@ class Pipeline:
         self._stop.set()
 
     def request_reload(self) -> None:
-        self._reload.set()
+        self._reload = True
+
+    def on_signal(self, signum: int) -> None:
+        """The signal handler's whole work: set a flag (no logging, no lock; the frame loop logs and acts
+        within one iteration, at most ~0.25 s without frames). SIGHUP asks for a reload, any other signal
+        for a stop."""
+        import signal as _signal
+        if signum == _signal.SIGHUP:
+            self._signal_hup += 1
+        else:
+            try:
+                self._signal_stop = _signal.Signals(signum).name
+            except ValueError:
+                self._signal_stop = f"signal {signum}"
+
+    def _take_signals(self) -> None:
+        """Act on what :meth:`on_signal` recorded (called from the frame loop)."""
+        if self._signal_stop and not self._stop.is_set():
+            log.info("%s: stopping", self._signal_stop)
+            self.stop(self._signal_stop)
+        n, self._signal_hup = self._signal_hup, 0
+        if n and not self._stop.is_set():
+            log.info("SIGHUP%s: reloading %s", f" (x{n})" if n > 1 else "", self.opts.config_path or
+                     "(no config file)")
+            self._reload = True
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> RunResult:
@@ -244,8 +269,9 @@ class Pipeline:
         self.overlay = Overlay(classes, cfg.zone.polygon if cfg.display.show_zone else ())
         self.speaker = AlarmPlayer(cfg.alarm.sound, cfg.alarm.volume, cfg.alarm.audio_retry_s,
                                    prompts=cfg.alarm.prompts.model_dump()) if opts.sound else None
-        self.events = EventLog(cfg.events.resolved_path())
-        self.counts = HourlyCounts(cfg.events.resolved_counts_path(), classes)
+        # writer threads: the frame loop never waits for the disk (a slow, full or hung one)
+        self.events = EventLog(cfg.events.resolved_path(), background=True)
+        self.counts = HourlyCounts(cfg.events.resolved_counts_path(), classes, background=True)
         self.display = open_display(cfg.display.fullscreen, (cfg.display.window_width, cfg.display.window_height)) \
             if cfg.display.enabled else None
         self._t_display = time.monotonic()
@@ -262,6 +288,8 @@ class Pipeline:
         try:
             while not self._stop.is_set():
                 self._housekeeping(t_start, meter.fps)                      # SIGHUP, READY/WATCHDOG/STATUS
+                if self._stop.is_set():
+                    break
                 frame = self.capture.read(timeout=0.25)                      # 1. capture (own thread)
                 if frame is None:
                     if self.capture.done:
@@ -335,7 +363,8 @@ class Pipeline:
     def _housekeeping(self, t_start: float, fps: float) -> None:
         """A pending SIGHUP reload; READY once the model is warm and the camera open; WATCHDOG every loop;
         STATUS every 2 s; reopening a camera that stalled."""
-        if self._reload.is_set() or self._reload_job is not None:
+        self._take_signals()
+        if self._reload or self._reload_job is not None:
             self._apply_reload()
         if self.display is not None and not self.display.pump():
             self.stop("window closed")
@@ -350,7 +379,7 @@ class Pipeline:
                 log.debug("display still unavailable: %s", e)
         cap, n = self.capture, self.notifier
         if not n.ready_sent and (cap.is_open or time.monotonic() - t_start > self.cfg.camera.ready_timeout_s):
-            n.ready("running" if cap.is_open else f"waiting for camera: {cap.error}")
+            n.ready("running" if cap.is_open and not cap.error else f"waiting for camera: {self._camera_state()}")
             self._t_status = 0.0
         self._check_camera_hang()
         if n.ready_sent and not self._watchdog_held:
@@ -366,12 +395,13 @@ class Pipeline:
         if n.ready_sent and time.monotonic() - self._t_status >= 2.0:
             self._t_status = time.monotonic()
             t, v = self.counts.total, self.in_view
-            cam = self._hang_status() or ("camera ok" if cap.is_open else f"camera lost ({cap.error})")
+            cam = self._hang_status() or ("camera ok" if cap.is_open and not cap.error else
+                                          f"camera lost ({self._camera_state()})")
             n.status(f"{fps:.1f} fps, {cam}, in view mask={v.get('mask', 0)} no_mask={v.get('no_mask', 0)} "
                      f"mask_incorrect={v.get('mask_incorrect', 0)}, people mask={t['mask']} no_mask={t['no_mask']} "
                      f"mask_incorrect={t['mask_incorrect']}, alarms={self.result.alarms_total} "
                      f"(sounded {self.result.alarms_sounded}), dropped={cap.dropped}"
-                     + self._storage_status())
+                     + self._storage_status() + (self.video.status() if self.video else ""))
 
     def _check_camera_hang(self) -> None:
         """A live source whose read (or open) has not returned for ``camera.stall_timeout_s``: abandon that
@@ -405,6 +435,14 @@ class Pipeline:
             log.error("camera %s hung for %.0f s and reopening did not help (%d capture threads abandoned): no longer "
                       "feeding the systemd watchdog, so systemd restarts the service", cap.source.name,
                       now - self._hung_since, cap.hung_restarts)
+
+    def _camera_state(self) -> str:
+        """What is wrong with the camera, for STATUS: the last error (kept until a frame arrives), never
+        ``None``."""
+        cap = self.capture
+        if cap.error:
+            return f"{cap.error}; open, waiting for a frame" if cap.is_open else str(cap.error)
+        return "open, waiting for the first frame" if cap.is_open else "opening"
 
     def _hang_status(self) -> str:
         """The STATUS camera part while the camera is hung ("" otherwise)."""
@@ -506,14 +544,20 @@ class Pipeline:
         running config."""
         path = self.opts.config_path
         if self._reload_job is None:
-            self._reload.clear()
+            self._reload = False
             if not path:
                 log.warning("SIGHUP: no config file was given (built-in defaults); nothing to reload")
                 return
             self.notifier.reloading()
             self._reload_job = ReloadJob(path, self.opts.overrides, self.cfg).start()
+            self._reload_t0 = time.monotonic()
             return
         if not self._reload_job.done.is_set():
+            if time.monotonic() - self._reload_t0 > RELOAD_TIMEOUT_S:  # a hung file system: give it up
+                self._reload_job = None
+                log.error("config reload: reading %s has not finished after %.0f s (a hung file system?); giving "
+                          "it up and keeping the running config; the next SIGHUP tries again", path, RELOAD_TIMEOUT_S)
+                self.notifier.notify("READY=1", "STATUS=config reload timed out, running config kept")
             return
         job, self._reload_job = self._reload_job, None
         if job.config is None:
@@ -560,6 +604,9 @@ class Pipeline:
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
+        job = self._reload_job
+        if job is not None and not job.done.wait(5.0):  # (a model being loaded must not be cut off at exit)
+            log.warning("a config reload was still reading its files at shutdown")
         if self.capture is not None:
             self.capture.stop()
         if self.tracker is not None and self.counts is not None:

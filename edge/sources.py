@@ -437,6 +437,7 @@ class Capture:
         self._log_lost = RateLimitedLog(log)
         self._log_open = RateLimitedLog(log)
         self._log_bad = RateLimitedLog(log)
+        self._back_pending = False  # reopened after a failure; "is back" is logged at its first frame
 
     # ------------------------------------------------------------------ consumer side
     def start(self) -> "Capture":
@@ -531,9 +532,9 @@ class Capture:
             return False
         if gen != self._gen:
             return False
-        if self.error:
-            log.info("%s is back", self.source.name)
-        self.error = None
+        # "is back" only once a frame arrives (a camera that opens but never delivers is not back); until
+        # then ``error`` keeps the last failure, so STATUS says what is wrong
+        self._back_pending = self._back_pending or bool(self.error)
         self.is_open = True
         self.open_attempts += 1
         self.last_frame_time = time.monotonic()
@@ -590,7 +591,7 @@ class Capture:
             dt = time.perf_counter() - t0
             if img is None:
                 if self.source.live:
-                    self._lost("no frame")
+                    self._lost("opened, but delivered no frame")
                     self._wait_backoff()
                     continue
                 self.ended = True
@@ -617,6 +618,10 @@ class Capture:
             self._index += 1
             self.frames += 1
             self.last_frame_time = time.monotonic()
+            if self._back_pending or self.error:
+                if self._back_pending:
+                    log.info("%s is back", self.source.name)
+                self._back_pending, self.error = False, None
             if self.source.live and self._backoff != self.reconnect_min_s and \
                     self.last_frame_time - t_open >= STABLE_S:
                 self._backoff = self.reconnect_min_s  # delivering steadily again: the next loss starts over

@@ -29,7 +29,7 @@ class OnnxRuntimeBackend(Backend):
     """Runs a maskwatch ONNX model with ONNX Runtime.
 
     Args:
-        model_path: the ``.onnx`` file.
+        model_path: the ``.onnx`` file, or its bytes (:mod:`edge.validate` reads them from a checked descriptor).
         threads: intra-op threads (default: every core this process may run on, :func:`edge.procstat.usable_cpus`).
         providers: ONNX Runtime execution providers (default: CPU).
         spin: let idle intra-op (and inter-op) threads busy-wait for the next run, ONNX Runtime's own
@@ -45,7 +45,7 @@ class OnnxRuntimeBackend(Backend):
         ValueError: the file has no maskwatch metadata.
     """
 
-    def __init__(self, model_path: Union[str, Path], threads: Optional[int] = None,
+    def __init__(self, model_path: Union[str, Path, bytes], threads: Optional[int] = None,
                  providers: Optional[Sequence[str]] = None, spin: bool = False):
         try:
             import onnxruntime as ort
@@ -56,7 +56,8 @@ class OnnxRuntimeBackend(Backend):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
-        self.session = ort.InferenceSession(str(model_path), opts, providers=list(providers or ["CPUExecutionProvider"]))
+        model = model_path if isinstance(model_path, bytes) else str(model_path)
+        self.session = ort.InferenceSession(model, opts, providers=list(providers or ["CPUExecutionProvider"]))
         self.meta = read_meta(self.session)
         self._names = [o.name for o in self.session.get_outputs()]
         role_of = {v: k for k, v in self.meta.outputs.items()}

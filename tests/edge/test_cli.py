@@ -25,7 +25,8 @@ def test_help_lists_commands():
 def test_missing_model_is_a_clear_error(tmp_path, videos):
     r = run_maskwatch(["run", "-c", write_config(tmp_path / "c.yaml", tmp_path / "nope.onnx"), "--source",
                        videos["masked_woman"], "--headless", "--events", tmp_path / "e.jsonl"], home=tmp_path)
-    assert r.returncode == 1 and "no model file at" in r.stderr and "nope.onnx" in r.stderr
+    # refused before the start by the check check-config runs (edge.validate): exit 2, key and line named
+    assert r.returncode == 2 and "model.path (line 2)" in r.stderr and "nope.onnx" in r.stderr, r.stderr
 
 
 def test_missing_video_file_is_a_clear_error(tmp_path, model_path):

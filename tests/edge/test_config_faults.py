@@ -86,8 +86,10 @@ def test_referenced_files_are_checked_with_their_lines(tmp_path):
     assert C.parse(text).model.path.endswith("gone.onnx")  # the schema alone accepts it
     with pytest.raises(C.ConfigError) as ei:
         C.parse(text, check_files=True)
-    assert ei.value.errors == [f"model.path (line 2): no such model file: {tmp_path}/gone.onnx",
-                               f"alarm.sound (line 4): no such sound file: {tmp_path}/gone.wav"]
+    assert ei.value.errors == [f"model.path (line 2): '{tmp_path}/gone.onnx': cannot open the model: No such file "
+                               "or directory",
+                               f"alarm.sound (line 4): '{tmp_path}/gone.wav': cannot open the sound: No such file or "
+                               "directory"]
 
 
 def _check(path):
@@ -140,8 +142,8 @@ def test_sighup_with_hostile_files_keeps_the_daemon_and_its_config(tmp_path, mod
             assert log.text.count("config reload failed; keeping the running config") == n, log.text[-3000:]
             assert proc.poll() is None, f"file {n} stopped the daemon:\n{log.text[-3000:]}"
         assert "Traceback" not in log.text, log.text[-3000:]
-        assert "refusing to reset" in log.text and "no such model file" in log.text
-        assert "no such sound file" in log.text
+        assert "refusing to reset" in log.text and "cannot open the model: No such file" in log.text
+        assert "cannot open the sound: No such file" in log.text
         # the running config was kept: a good file still changes only what differs from it
         write_config(cfg, model_path, BASE.replace("cooldown_s: 10", "cooldown_s: 4"))
         proc.send_signal(signal.SIGHUP)

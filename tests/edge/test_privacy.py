@@ -67,6 +67,9 @@ def test_every_entry_point_sets_ort_disable_telemetry_before_onnxruntime(module,
             "seen = os.environ.get('ORT_DISABLE_TELEMETRY'); import onnxruntime; print(seen)")
     r = subprocess.run([sys.executable, "-c", code], cwd=str(REPO), env=env, capture_output=True, text=True,
                        timeout=300)
+    missing = re.search(r"No module named '(torch|onnx)'", r.stderr)
+    if r.returncode != 0 and module.startswith("models.") and missing:  # the Python 3.8 stage (.ci/py38)
+        pytest.skip(f"{module} needs the training package {missing.group(1)!r}, not installed here")
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "1"
 
