@@ -22,6 +22,7 @@ from edge.config import Config, ConfigError, diff, load
 from edge.detector import Detector, load_backend
 from edge.display import Display, VideoSink, display_available, open_display
 from edge.events import EventLog, HourlyCounts, save_snapshot
+from edge.mqtt import MqttPublisher, start_publisher
 from edge.overlay import BANNERS, Overlay
 from edge.policy import AlarmPolicy
 from edge.sources import Capture, Source, SourceError, make_source
@@ -40,7 +41,7 @@ MAX_ALARMS_KEPT = 1000
 
 #: config keys that only take effect after a restart
 RESTART_KEYS = ("model.path", "model.classifier", "model.backend", "model.engine", "model.threads", "display.enabled",
-                "display.fullscreen", "display.window_", "display.save_video", "events.", "telemetry.")
+                "display.fullscreen", "display.window_", "display.save_video", "events.", "telemetry.", "mqtt")
 
 
 @dataclass
@@ -207,6 +208,7 @@ class Pipeline:
         self.tracker = self.counts = self.events = self.speaker = self.display = self.video = None
         self.secondary = None  # type: Optional[SecondaryClassifier]
         self.telemetry = None  # type: Optional[Telemetry]
+        self.mqtt = None  # type: Optional[MqttPublisher]
         self._t_status = 0.0
         self._t_display = 0.0
         self._hung_since = None  # type: Optional[float]
@@ -240,6 +242,7 @@ class Pipeline:
                                    prompts=cfg.alarm.prompts.model_dump()) if opts.sound else None
         self.events = EventLog(cfg.events.resolved_path())
         self.counts = HourlyCounts(cfg.events.resolved_counts_path(), classes)
+        self.mqtt = start_publisher(cfg, backend.meta.version)  # None without an mqtt: section
         self.display = open_display(cfg.display.fullscreen, (cfg.display.window_width, cfg.display.window_height)) \
             if cfg.display.enabled else None
         self._t_display = time.monotonic()
@@ -356,10 +359,12 @@ class Pipeline:
             self._t_status = time.monotonic()
             t, v = self.counts.total, self.in_view
             cam = self._hang_status() or ("camera ok" if cap.is_open else f"camera lost ({cap.error})")
+            if self.mqtt is not None:
+                self.mqtt.update(fps=fps, camera=cam, alarms=self.result.alarms_total)
             n.status(f"{fps:.1f} fps, {cam}, in view mask={v.get('mask', 0)} no_mask={v.get('no_mask', 0)} "
                      f"mask_incorrect={v.get('mask_incorrect', 0)}, people mask={t['mask']} no_mask={t['no_mask']} "
                      f"mask_incorrect={t['mask_incorrect']}, alarms={self.result.alarms_total}, dropped={cap.dropped}"
-                     + self._storage_status())
+                     + self._storage_status() + (f", {self.mqtt.status_text()}" if self.mqtt else ""))
 
     def _check_camera_hang(self) -> None:
         """A live source whose read (or open) has not returned for ``camera.stall_timeout_s``: abandon that
@@ -418,6 +423,8 @@ class Pipeline:
         self.result.add_alarm(ev)
         self._announce(ev)
         self.events.write(ev)  # never raises: a full disk keeps it in memory and retries
+        if self.mqtt is not None:
+            self.mqtt.event(ev)  # O(1): the publisher thread does the rest
         if self.cfg.events.snapshots:
             try:
                 save_snapshot(image, ev, self.cfg.events.resolved_snapshot_dir())
@@ -450,7 +457,10 @@ class Pipeline:
         classes = self.detector.classes
         for tr in tracks:
             if self.policy.counts_as_person(tr.id):
-                self.counts.add(classes[self.policy.person_class(tr.id, tr.lifetime_class)], tr.first_wall)
+                cls = classes[self.policy.person_class(tr.id, tr.lifetime_class)]  # forgets the track: once
+                self.counts.add(cls, tr.first_wall)
+                if self.mqtt is not None:
+                    self.mqtt.person(cls, tr.first_wall)
 
     def _apply_reload(self) -> None:
         """SIGHUP: load the file again (in a :class:`ReloadJob` thread; this returns at once and is called
@@ -520,7 +530,7 @@ class Pipeline:
             self.result.counts = dict(self.counts.total)
         if self.telemetry is not None:
             self.telemetry.stop()
-        for name in ("events", "speaker", "display", "video"):
+        for name in ("events", "mqtt", "speaker", "display", "video"):
             obj = getattr(self, name)
             if obj is not None:
                 try:
