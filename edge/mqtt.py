@@ -335,13 +335,13 @@ class MqttPublisher:
         try:
             while True:
                 self._ingest()
-                if self._stop.is_set():
-                    if self._client is None or not self.queued or time.monotonic() >= self._closing_deadline:
+                if self._stop.is_set():  # closing: deliver what waits while connected, within the deadline
+                    tried = self.connects or self.failure  # one attempt is made even when closing at once
+                    if (self._client is None and tried) or not self.queued or \
+                            time.monotonic() >= self._closing_deadline:
                         break
                 if self._client is None:
                     now = time.monotonic()
-                    if self._stop.is_set():
-                        break
                     if now < next_try:
                         self._wake.wait(min(0.5, next_try - now))
                         self._wake.clear()
@@ -663,30 +663,33 @@ def discovery_messages(cfg: Any, model: str = "", model_version: str = "") -> Li
 
 # ---------------------------------------------------------------------------------------------- doctor
 
-def probe(cfg: Any, timeout: float = CONNACK_TIMEOUT_S) -> Tuple[bool, str, str]:
-    """One connection to the broker and back, as the appliance makes it: ``(ok, detail, fix)``. Publishes
-    nothing (the login is the test). For ``maskwatch doctor``."""
+def probe(cfg: Any, timeout: float = CONNACK_TIMEOUT_S) -> Tuple[bool, str, str, str]:
+    """One connection to the broker and back, as the appliance makes it: ``(ok, kind, detail, fix)`` with
+    ``kind`` "" or a failure kind of :func:`describe_failure`. Publishes nothing (the login is the test).
+    For ``maskwatch doctor``."""
     pub = MqttPublisher(cfg, Path(":memory:"))
+    where = f"{pub.host}:{pub.port}{' (TLS)' if pub.tls else ''}"
+
+    def failed(kind: str, detail: str) -> Tuple[bool, str, str, str]:
+        return False, kind, f"{where}: {kind}: {detail}", describe_failure(kind, pub.host, pub.port, pub.tls)
+
     try:
         import paho.mqtt.client as mqtt
     except ImportError as e:
-        return False, f"paho-mqtt is not installed ({e})", describe_failure("library", pub.host, pub.port, pub.tls)
+        return failed("library", f"paho-mqtt is not installed ({e})")
     pub._mqtt = mqtt
     try:
         client = pub._new_client()
     except OSError as e:
-        kind = "password_file" if cfg.password_file else "tls"
-        return False, f"{e.strerror or e}: {getattr(e, 'filename', '')}", describe_failure(kind, pub.host, pub.port,
-                                                                                            pub.tls)
+        pw = cfg.password_file and os.path.expanduser(cfg.password_file) == getattr(e, "filename", None)
+        return failed("password_file" if pw else "tls", f"{e.strerror or e}: {getattr(e, 'filename', '')}")
     except ValueError as e:
-        return False, str(e), describe_failure("tls", pub.host, pub.port, pub.tls)
-    where = f"{pub.host}:{pub.port}{' (TLS)' if pub.tls else ''}"
+        return failed("tls", str(e))
     try:
         client.connect(pub.host, pub.port, keepalive=cfg.keepalive_s)
     except Exception as e:
-        kind, detail = classify_exception(e)
         pub._close_socket(client)
-        return False, f"{where}: {kind}: {detail}", describe_failure(kind, pub.host, pub.port, pub.tls)
+        return failed(*classify_exception(e))
     deadline = time.monotonic() + timeout
     while pub._connack is None and time.monotonic() < deadline:
         if not pub._io(client, 0.1):
@@ -699,14 +702,11 @@ def probe(cfg: Any, timeout: float = CONNACK_TIMEOUT_S) -> Tuple[bool, str, str]
     finally:
         pub._close_socket(client)
     if rc is None:
-        return False, f"{where}: protocol: no CONNACK", describe_failure("protocol", pub.host, pub.port, pub.tls)
+        return failed("protocol", "no CONNACK from the broker")
     if rc.is_failure:
-        auth = rc.value in (4, 5, 134, 135)
-        kind = "auth" if auth else "protocol"
-        return False, f"{where}: {kind}: the broker answered: {rc}", describe_failure(kind, pub.host, pub.port,
-                                                                                      pub.tls)
+        return failed("auth" if rc.value in (4, 5, 134, 135) else "protocol", f"the broker answered: {rc}")
     who = f" as {cfg.username}" if cfg.username else " (anonymous)"
-    return True, f"{where}: connected{who}, topics under {cfg.resolved_prefix()}/", ""
+    return True, "", f"{where}: connected{who}, topics under {cfg.resolved_prefix()}/", ""
 
 
 # ---------------------------------------------------------------------------------------------- the pipeline's hook
