@@ -54,8 +54,9 @@ WINDOW = 20
 #: most records waiting in memory for the publisher thread (it moves them to disk within milliseconds;
 #: beyond this, while the disk hangs, the oldest are dropped and counted)
 INBOX_MAX = 10000
-#: reconnect back-off (s): the first retry after RETRY_MIN_S, doubling to RETRY_MAX_S
-RETRY_MIN_S, RETRY_MAX_S = 1.0, 60.0
+#: reconnect back-off (s): the first retry after RETRY_MIN_S, doubling to RETRY_MAX_S; closing makes one
+#: last attempt at once
+RETRY_MIN_S, RETRY_MAX_S = 1.0, 30.0
 #: seconds to wait for the broker's CONNACK after the TCP (and TLS) connection is up
 CONNACK_TIMEOUT_S = 10.0
 #: TCP connect / TLS handshake timeout (s)
@@ -331,15 +332,18 @@ class MqttPublisher:
         if self.queued:
             log.info("mqtt: %d records from an earlier run wait in %s", self.queued, self.queue_path)
         self._load_counts()
-        retry, next_try = RETRY_MIN_S, 0.0
+        retry, next_try, final_try = RETRY_MIN_S, 0.0, False
         try:
             while True:
                 self._ingest()
-                if self._stop.is_set():  # closing: deliver what waits while connected, within the deadline
-                    tried = self.connects or self.failure  # one attempt is made even when closing at once
-                    if (self._client is None and tried) or not self.queued or \
-                            time.monotonic() >= self._closing_deadline:
+                if self._stop.is_set():  # closing: deliver what waits, within the deadline
+                    if not self.queued or time.monotonic() >= self._closing_deadline:
                         break
+                    if self._client is None:  # one last attempt now, whatever the back-off says
+                        if final_try or not self._connect():
+                            break
+                        final_try = True
+                        continue
                 if self._client is None:
                     now = time.monotonic()
                     if now < next_try:
@@ -451,7 +455,8 @@ class MqttPublisher:
 
     def _connect(self) -> bool:
         """One connection attempt (blocking this thread only): TCP, TLS, CONNECT, wait for CONNACK."""
-        self.state = "connecting"
+        if not self.failure:  # after a failure the state stays "down" (with its reason) while retrying
+            self.state = "connecting"
         try:
             client = self._new_client()
         except OSError as e:  # password file or TLS files unreadable
