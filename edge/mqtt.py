@@ -14,7 +14,8 @@ topic                              QoS        retain   payload
 ``<discovery>/sensor/...``         1          yes      Home Assistant discovery (``homeassistant.enabled``)
 =================================  =========  =======  =====================================================
 
-Never a frame, a crop, a box, an embedding or anything a face could be rebuilt from.
+Never a frame, a crop, an embedding or anything a face could be rebuilt from (an event's ``box`` is four pixel
+coordinates, as in ``events.jsonl``).
 
 Delivery (at least once, in order, nothing blocked): the frame loop only appends a record to a bounded
 in-memory inbox (:meth:`MqttPublisher.event`, :meth:`MqttPublisher.person`: O(1), no I/O, no lock held
