@@ -394,3 +394,19 @@ def test_with_mqtt_the_only_connection_is_to_the_broker(broker, videos, tmp_path
                                                           r"(?:AF_INET6?, )?\"([^\"]+)\"", line) for line in inet)
              if m}
     assert len(peers) == 1 and peers == {("127.0.0.1", str(broker.port))}, inet
+
+
+def test_the_commented_example_section_is_valid_and_the_service_stays_offline_by_default():
+    from edge.config import EXAMPLE_CONFIG
+    text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
+    block = text[text.index("# mqtt:"):].splitlines()
+    yaml = "\n".join(line[2:] for line in block if line.startswith("# ") and not line[2:].lstrip().startswith("#"))
+    m = parse(yaml).mqtt
+    assert (m.host, m.entrance, m.tls.ca_file, m.qos, m.homeassistant.enabled) == \
+        ("broker.lan", "main_door", "/etc/maskwatch/mqtt-ca.crt", 1, False)
+    unit = (REPO / "systemd" / "maskwatch.service").read_text()
+    assert re.search(r"^PrivateNetwork=yes$", unit, re.M) and "IPAddressAllow" not in unit
+    install = (REPO / "scripts" / "install.sh").read_text()
+    assert "PrivateNetwork" not in install and "IPAddressAllow" not in install and "maskwatch.service.d" not in install
+    jetson = (REPO / "docs" / "jetson.md").read_text()
+    assert "PrivateNetwork=no\nIPAddressDeny=any\nIPAddressAllow=10.0.0.5\n" in jetson
