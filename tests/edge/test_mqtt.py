@@ -216,7 +216,8 @@ def test_broker_outage_loses_no_event_and_stalls_no_frame(broker, subscriber, ba
               f"{max(outage) * 1000:.0f} ms (median {sorted(outage)[len(outage) // 2] * 1000:.0f} ms), "
               f"elsewhere {elsewhere[-1] * 1000:.0f} ms (median {elsewhere[len(elsewhere) // 2] * 1000:.0f} ms)")
     assert runner_alive_at_restart, "the clip ended before the broker came back"
-    assert len(outage) >= 40, "the frames stopped during the outage"
+    span = t[-1] - t[0] - (t_up - t_down)
+    assert len(outage) / (t_up - t_down) >= 0.5 * len(elsewhere) / span, "fewer frames during the outage"
     assert max(outage) < 2.0, f"a frame waited {max(outage):.2f} s during the outage"
     assert pipe.mqtt.connects >= 2 and pipe.mqtt.queued == 0
 
@@ -334,8 +335,8 @@ def test_two_entrances_with_home_assistant_discovery(broker, subscriber, tmp_pat
     pubs[1].person("mask", time.time())
     for p in pubs:
         p.close()
-    with subscriber.lock:
-        msgs = list(subscriber.messages)
+    with subscriber.lock:  # (retained counts of the other tests' entrances come too)
+        msgs = [m for m in subscriber.messages if m[0].startswith(("maskwatch/north/", "maskwatch/south/"))]
     assert {t for t, _, _ in msgs if t.endswith("/counts")} == {"maskwatch/north/counts", "maskwatch/south/counts"}
     # discovery is on homeassistant/#, which the fixture does not subscribe to: read it retained
     ha = Subscriber(broker, "homeassistant/#")
