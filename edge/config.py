@@ -713,8 +713,9 @@ def _yaml_error(e: Exception) -> str:
 
 
 def referenced_file_errors(cfg: Config, lines: Optional[Dict[Tuple, int]] = None) -> List[str]:
-    """Problems with the files the config names: ``model.path`` (an ``.onnx`` path must be a file) and
-    ``alarm.sound`` (a WAV file must exist); one line each with the key and its line when known."""
+    """Problems with the files the config names: ``model.path`` (an ``.onnx`` path must be a file),
+    ``alarm.sound`` (a WAV file must exist) and the ``mqtt`` section's TLS and password files; one line each
+    with the key and its line when known."""
     out = []
     lines = lines or {}
     if cfg.model.path and not _is_model_name(cfg.model.path):
@@ -759,9 +760,9 @@ def parse(text: str, path: Union[str, Path, None] = None, check_files: bool = Fa
     Only plain YAML is read (safe loader; ``!!python/...`` tags are errors). A text over
     :data:`MAX_CONFIG_BYTES`, more than :data:`MAX_ALIASES` aliases, nesting over :data:`MAX_DEPTH`, a
     recursive alias or more than :data:`MAX_NODES` values after alias expansion is refused, so parsing
-    is bounded (milliseconds). ``check_files``: also require the files named by ``model.path``,
-    ``alarm.sound`` and the ``mqtt`` section (TLS files, password file) to exist
-    (:func:`referenced_file_errors`). ``allow_empty=False``: an empty or comments-only text is an error instead of the built-in defaults (a reload uses this; ``{}`` still
+    is bounded (milliseconds). ``check_files``: also require the files named by ``model.path`` and
+    ``alarm.sound`` to exist (:func:`referenced_file_errors`). ``allow_empty=False``: an empty or
+    comments-only text is an error instead of the built-in defaults (a reload uses this; ``{}`` still
     asks for the defaults explicitly). Never raises anything but :class:`ConfigError`.
     """
     if len(text) > MAX_CONFIG_BYTES:

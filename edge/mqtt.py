@@ -279,7 +279,7 @@ class MqttPublisher:
 
     def update(self, **status: Any) -> None:
         """The latest appliance state for the status payload (``camera``, ``fps``, ``alarms``). O(1)."""
-        self._status.update(status)
+        self._status = dict(self._status, **status)  # a new dict: the publisher thread reads a whole one
 
     def status_text(self) -> str:
         """A few words for the STATUS line: ``connected to HOST:PORT, 0 queued`` or why not."""
@@ -593,7 +593,7 @@ class MqttPublisher:
         client = self._client
         if client is not None:
             try:
-                self._status["camera"] = "stopped"
+                self._status = dict(self._status, camera="stopped")
                 client.publish(f"{self.prefix}/status", json.dumps(dict(self._status_payload(), state="offline")),
                                qos=1, retain=True)
                 info = client.publish(f"{self.prefix}/state", "offline", qos=1, retain=True)
