@@ -233,7 +233,7 @@ class MqttPublisher:
         self.queue_path, self.counts_path = Path(queue_path), counts_path
         self.model, self.model_version, self.classifier = model, model_version, classifier
         self.state, self.failure, self.detail, self.fix = "starting", "", "", ""
-        self.delivered = self.connects = self.inbox_dropped = 0
+        self.delivered = self.connects = self.inbox_dropped = self._inbox_dropped_logged = 0
         self.queued = 0
         self._inbox = collections.deque()  # type: Deque[Tuple[str, Any]]
         self._wake = threading.Event()
@@ -364,6 +364,10 @@ class MqttPublisher:
 
     def _ingest(self) -> None:
         """Move the inbox into the on-disk queue (one transaction)."""
+        if self.inbox_dropped > self._inbox_dropped_logged:
+            log.error("mqtt: %d records were dropped before reaching the queue (the disk queue stalled)",
+                      self.inbox_dropped - self._inbox_dropped_logged)
+            self._inbox_dropped_logged = self.inbox_dropped
         rows = []
         while self._inbox:
             kind, data = self._inbox.popleft()
