@@ -43,9 +43,12 @@ setup(
         # pkg-config): systemd.daemon.notify and the journal handler, tested both with and without it. It is optional
         # at run time (edge/systemd.py falls back to its own socket and stderr); on the Jetson it is apt
         # python3-systemd, seen by a venv made with --system-site-packages
+        # the opt-in mqtt: section (events, counts and state to the site's broker); imported only when it is set.
+        # 2.1 is the last release for Python 3.8 (JetPack 5); pip picks it there
+        "mqtt": ["paho-mqtt>=2.1,<3", "markdown-it-py>=3"],
         # markdown-it-py: the link and anchor check of README.md and docs/ (tests/test_docs_links.py)
         "dev": ["pytest>=7", "vermin>=1.6", "Pillow>=9.2", "systemd-python>=234; sys_platform == 'linux'",
-                "markdown-it-py>=3"],
+                "paho-mqtt>=2.1,<3", "markdown-it-py>=3"],
     },
     entry_points={"console_scripts": ["maskwatch=edge.cli:main"]},
 )

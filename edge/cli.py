@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--png", metavar="FILE", help="also save a bar chart (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    d = sub.add_parser("doctor", help="self-test: camera, model, engine, display, speaker, config, disk, jtop, "
+    d = sub.add_parser("doctor", help="self-test: camera, model, engine, display, speaker, config, disk, mqtt, jtop, "
                        "clock, service; a pass/fail table with fixes (exit 1 if a required check fails)")
     d.add_argument("-c", "--config", help="YAML config (default: /etc/maskwatch/config.yaml when it exists)")
     d.add_argument("--source", help="camera or video file to test instead of camera.source")

@@ -14,6 +14,7 @@ import difflib
 import importlib.util
 import logging
 import os
+import stat
 import re
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union, get_args, get_origin
@@ -450,6 +451,95 @@ class TelemetryConfig(_Section):
     overlay: bool = Field(True, description="show the hottest temperature and the board power on the monitor")
 
 
+_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class MqttTlsConfig(_Section):
+    ca_file: Optional[str] = Field(None, min_length=1, description="PEM file of the CA that signed the broker's "
+                                   "certificate; null: the system's CA certificates")
+    cert_file: Optional[str] = Field(None, min_length=1, description="PEM client certificate, for a broker that "
+                                     "asks for one (require_certificate); null: none")
+    key_file: Optional[str] = Field(None, min_length=1, description="PEM private key of cert_file (readable only "
+                                    "by the service); null: the key is inside cert_file")
+
+    @model_validator(mode="after")
+    def _pair(self) -> "MqttTlsConfig":
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file needs cert_file (the client certificate it belongs to)")
+        return self
+
+
+class HomeAssistantConfig(_Section):
+    enabled: bool = Field(False, description="publish Home Assistant MQTT discovery messages (retained), so the "
+                          "counts, the last alarm, the camera and the fps appear as sensors of one device")
+    discovery_prefix: str = Field("homeassistant", min_length=1, max_length=64, description="Home Assistant's "
+                                  "discovery prefix (its MQTT integration's default: homeassistant)")
+
+
+class MqttConfig(_Section):
+    host: str = Field(..., min_length=1, max_length=253, description="the site's MQTT broker: host name or IP "
+                      "address (the only peer the appliance ever connects to)")
+    port: Optional[int] = Field(None, ge=1, le=65535, description="broker port; null: 8883 with tls, 1883 without")
+    entrance: str = Field(..., description="this box's entrance name, one topic level (letters, digits, _ . -), "
+                          "e.g. main_door; unique per site")
+    topic_prefix: Optional[str] = Field(None, min_length=1, max_length=200, description="topics start with this; "
+                                        "null: maskwatch/<entrance>")
+    client_id: Optional[str] = Field(None, min_length=1, max_length=128, description="MQTT client id, unique per "
+                                     "broker; null: maskwatch-<entrance>")
+    username: Optional[str] = Field(None, min_length=1, description="login name; null: anonymous")
+    password: Optional[str] = Field(None, description="login password (prefer password_file)")
+    password_file: Optional[str] = Field(None, min_length=1, description="file whose first line is the password, "
+                                         "readable only by the service (chmod 600); exclusive with password")
+    tls: Optional[MqttTlsConfig] = Field(None, description="TLS to the broker; null: plain TCP (a trusted LAN "
+                                         "only); {} : TLS with the system's CA certificates")
+    qos: Literal[0, 1, 2] = Field(1, description="QoS of events and counts: 1 = at least once (duplicates carry "
+                                  "the same id), 2 = exactly once per connection, 0 = at most once")
+    keepalive_s: int = Field(60, ge=5, le=3600, description="MQTT keepalive (s): a dead connection is found "
+                             "within 1.5 x this")
+    status_interval_s: float = Field(60.0, ge=5, le=3600, description="how often the retained status (camera, "
+                                     "fps, model) is published (s)")
+    queue_path: Optional[str] = Field(None, description="the on-disk queue (SQLite) of records waiting for the "
+                                      "broker; null: mqtt-queue.sqlite beside the events file")
+    queue_max: int = Field(100000, ge=100, le=10000000, description="most records kept while the broker is "
+                           "unreachable (about 0.5 KB each); beyond it the oldest are dropped and logged")
+    homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig, description="Home Assistant "
+                                               "MQTT discovery")
+
+    @field_validator("entrance")
+    @classmethod
+    def _entrance(cls, v: str) -> str:
+        if not _TOPIC_LEVEL.match(v):
+            raise ValueError(f"entrance {v!r} must be one topic level: 1-64 letters, digits, '_', '.', '-', "
+                             "starting with a letter or digit (no '/', '+', '#' or spaces)")
+        return v
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and (any(c in v for c in "+#\0") or v.startswith(("/", "$")) or v.endswith("/")
+                              or "//" in v or v != v.strip()):
+            raise ValueError(f"topic_prefix {v!r} must be topic levels joined by '/': no '+', '#', no leading "
+                             "'/' or '$', no trailing '/', no empty level")
+        return v
+
+    @model_validator(mode="after")
+    def _secret(self) -> "MqttConfig":
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        if (self.password is not None or self.password_file is not None) and not self.username:
+            raise ValueError("a password needs a username")
+        return self
+
+    def resolved_port(self) -> int:
+        return self.port if self.port is not None else (8883 if self.tls is not None else 1883)
+
+    def resolved_prefix(self) -> str:
+        return self.topic_prefix or f"maskwatch/{self.entrance}"
+
+    def resolved_client_id(self) -> str:
+        return self.client_id or f"maskwatch-{self.entrance}"
+
+
 class Config(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="logging verbosity")
     camera: CameraConfig = Field(default_factory=CameraConfig, description="the video source")
@@ -463,6 +553,8 @@ class Config(_Section):
     events: EventsConfig = Field(default_factory=EventsConfig, description="event log and counts")
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="Jetson temperatures, power "
                                        "and throttling (jtop)")
+    mqtt: Optional[MqttConfig] = Field(None, description="publish events, counts and state to the site's own "
+                                       "MQTT broker; null (the default): off, no network socket is ever opened")
 
     @model_validator(mode="before")
     @classmethod
@@ -658,6 +750,8 @@ def _field_for(loc: Tuple) -> Tuple[Optional[type], Optional[Any]]:
             return model, None
         info = model.model_fields[p]
         ann = info.annotation
+        if get_origin(ann) is Union:  # Optional[Section]: the section
+            ann = next((a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)), ann)
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
     return model, info
 
@@ -733,7 +827,38 @@ def referenced_file_errors(cfg: Config, lines: Optional[Dict[Tuple, int]] = None
     and folders checked (:func:`edge.validate.check_files`, the same check for check-config, a reload and
     ``run``). Warnings (an events folder not writable now) are not errors."""
     from edge.validate import check_files
-    return check_files(cfg, lines)[0]
+    out = check_files(cfg, lines)[0]
+    if cfg.mqtt is not None:
+        out += _mqtt_file_errors(cfg.mqtt, lines or {})
+    return out
+
+
+def _mqtt_file_errors(m: "MqttConfig", lines: Dict[Tuple, int]) -> List[str]:
+    """The files ``mqtt`` names exist (TLS CA, certificate, key; password file), and the password file and the
+    key are readable only by their owner (the service user)."""
+    out = []
+    files = [(("mqtt", "password_file"), m.password_file, "password file", True)]
+    if m.tls is not None:
+        files += [(("mqtt", "tls", "ca_file"), m.tls.ca_file, "CA file", False),
+                  (("mqtt", "tls", "cert_file"), m.tls.cert_file, "client certificate", False),
+                  (("mqtt", "tls", "key_file"), m.tls.key_file, "key file", True)]
+    for loc, value, what, secret in files:
+        if not value:
+            continue
+        p = Path(value).expanduser()
+        where = f"{_fmt(loc)} (line {_line_of(lines, loc)})"
+        try:
+            st = p.stat()
+        except OSError as e:  # missing, too long a name, a loop, no permission: an error, never a crash
+            shown = str(p) if len(str(p)) <= 120 else str(p)[:117] + "..."
+            out.append(f"{where}: no such {what}: {shown} ({e.strerror or type(e).__name__})")
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            out.append(f"{where}: the {what} is not a regular file")
+        elif secret and st.st_mode & 0o077:
+            out.append(f"{where}: {what} is readable by other users (mode {st.st_mode & 0o777:o}); "
+                       f"chmod 600 it and chown it to the service user")
+    return out
 
 
 def parse(text: str, path: Union[str, Path, None] = None, check_files: bool = False,

@@ -7,7 +7,8 @@ are SKIP with "not a Jetson".
 
 Rows: config, camera (fps over a few seconds; ``--source`` lets a video file stand in), model,
 engine (Jetson), display, speaker (plays the alarm; asks "did you hear it?" only on a terminal),
-disk space for the event log, jtop service (Jetson), clock synchronised, service enabled.
+disk space for the event log, MQTT broker (only with an ``mqtt:`` section), jtop service (Jetson), clock
+synchronised, service enabled.
 """
 from __future__ import annotations
 
@@ -321,6 +322,20 @@ def check_disk(folder: Path, min_free_mb: float = 200.0) -> Check:
                    "events.path at a larger disk")
 
 
+def check_mqtt(cfg: Config) -> Check:
+    """With an ``mqtt:`` section: one login to the broker as the appliance makes it (TLS and password included).
+    A refused login or a TLS failure is FAIL (it will not fix itself); an unreachable broker (DNS, refused,
+    no route) is WARN: the appliance queues records on disk until it returns. Without the section: SKIP."""
+    if cfg.mqtt is None:
+        return Check("mqtt", SKIP, "no mqtt section: nothing is published, no network socket is opened")
+    from edge.mqtt import probe
+    ok, kind, detail, fix = probe(cfg.mqtt)
+    if ok:
+        return Check("mqtt", PASS, detail)
+    network = kind in ("dns", "refused", "unreachable", "timeout")
+    return Check("mqtt", WARN if network else FAIL, detail, fix)
+
+
 def check_jtop(jetson: Optional[str]) -> Check:
     """Jetson only: jetson-stats is importable and ``jtop.service`` is active (optional row)."""
     if jetson is None:
@@ -406,6 +421,7 @@ def run_doctor(config: Optional[str] = None, source: Optional[str] = None, secon
     add(check_display())
     add(check_speaker(cfg, ask) if sound else Check("speaker", SKIP, "--no-sound"))
     add(check_disk(events_dir(cfg)))
+    add(check_mqtt(cfg))
     add(check_jtop(jetson))
     add(check_clock(cfg))
     add(check_service(jetson))

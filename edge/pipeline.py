@@ -23,6 +23,7 @@ from edge.detector import Detector, load_backend
 from edge.display import Display, VideoSink, display_available, open_display
 from edge.events import EventLog, HourlyCounts, save_snapshot
 from edge.model import model_label
+from edge.mqtt import MqttPublisher, start_publisher
 from edge.overlay import BANNERS, Overlay
 from edge.policy import AlarmPolicy, size_limit_warnings
 from edge.sources import Capture, Source, SourceError, make_source
@@ -46,7 +47,7 @@ RELOAD_TIMEOUT_S = 30.0
 
 #: config keys that only take effect after a restart
 RESTART_KEYS = ("model.path", "model.classifier", "model.backend", "model.engine", "model.threads", "display.enabled",
-                "display.fullscreen", "display.window_", "display.save_video", "events.", "telemetry.")
+                "display.fullscreen", "display.window_", "display.save_video", "events.", "telemetry.", "mqtt")
 
 
 @dataclass
@@ -213,6 +214,7 @@ class Pipeline:
         self.tracker = self.counts = self.events = self.speaker = self.display = self.video = None
         self.secondary = None  # type: Optional[SecondaryClassifier]
         self.telemetry = None  # type: Optional[Telemetry]
+        self.mqtt = None  # type: Optional[MqttPublisher]
         self._t_status = 0.0
         self._t_display = 0.0
         self._hung_since = None  # type: Optional[float]
@@ -272,6 +274,7 @@ class Pipeline:
         # writer threads: the frame loop never waits for the disk (a slow, full or hung one)
         self.events = EventLog(cfg.events.resolved_path(), background=True)
         self.counts = HourlyCounts(cfg.events.resolved_counts_path(), classes, background=True)
+        self.mqtt = start_publisher(cfg, backend.meta.version)  # None without an mqtt: section
         self.display = open_display(cfg.display.fullscreen, (cfg.display.window_width, cfg.display.window_height)) \
             if cfg.display.enabled else None
         self._t_display = time.monotonic()
@@ -397,11 +400,14 @@ class Pipeline:
             t, v = self.counts.total, self.in_view
             cam = self._hang_status() or ("camera ok" if cap.is_open and not cap.error else
                                           f"camera lost ({self._camera_state()})")
+            if self.mqtt is not None:
+                self.mqtt.update(fps=fps, camera=cam, alarms=self.result.alarms_total)
             n.status(f"{fps:.1f} fps, {cam}, in view mask={v.get('mask', 0)} no_mask={v.get('no_mask', 0)} "
                      f"mask_incorrect={v.get('mask_incorrect', 0)}, people mask={t['mask']} no_mask={t['no_mask']} "
                      f"mask_incorrect={t['mask_incorrect']}, alarms={self.result.alarms_total} "
                      f"(sounded {self.result.alarms_sounded}), dropped={cap.dropped}"
-                     + self._storage_status() + (self.video.status() if self.video else ""))
+                     + self._storage_status() + (self.video.status() if self.video else "")
+                     + (f", {self.mqtt.status_text()}" if self.mqtt else ""))
 
     def _check_camera_hang(self) -> None:
         """A live source whose read (or open) has not returned for ``camera.stall_timeout_s``: abandon that
@@ -490,6 +496,8 @@ class Pipeline:
     def _record(self, ev: AlarmEvent) -> None:
         self.result.alarms_sounded += int(ev.sounded)
         self.events.write(ev)  # never raises: a full disk keeps it in memory and retries
+        if self.mqtt is not None:
+            self.mqtt.event(ev)  # O(1): the publisher thread does the rest
 
     def _write_decided(self, wait_s: float = 0.0) -> None:
         """Write the events of alarms whose speaker outcome is known (waiting up to ``wait_s`` s for them; one
@@ -536,7 +544,10 @@ class Pipeline:
         classes = self.detector.classes
         for tr in tracks:
             if self.policy.counts_as_person(tr.id):
-                self.counts.add(classes[self.policy.person_class(tr.id, tr.lifetime_class)], tr.first_wall)
+                cls = classes[self.policy.person_class(tr.id, tr.lifetime_class)]  # forgets the track: once
+                self.counts.add(cls, tr.first_wall)
+                if self.mqtt is not None:
+                    self.mqtt.person(cls, tr.first_wall)
 
     def _apply_reload(self) -> None:
         """SIGHUP: load the file again (in a :class:`ReloadJob` thread; this returns at once and is called
@@ -617,7 +628,7 @@ class Pipeline:
             self._write_decided(wait_s=SOUND_DECISION_S)
         if self.telemetry is not None:
             self.telemetry.stop()
-        for name in ("events", "speaker", "display", "video"):
+        for name in ("events", "mqtt", "speaker", "display", "video"):
             obj = getattr(self, name)
             if obj is not None:
                 try:

@@ -15,7 +15,7 @@ from edge.sources import jetson_model
 from edge_helpers import REPO, alsa_home, run_env, write_config
 from test_display import xvfb  # noqa: F401  (a real X server fixture)
 
-ROWS = ["config", "camera", "model", "engine", "display", "speaker", "disk", "jtop", "clock", "service"]
+ROWS = ["config", "camera", "model", "engine", "display", "speaker", "disk", "mqtt", "jtop", "clock", "service"]
 
 
 def doctor(args, home, timeout=600, **env):
@@ -66,7 +66,7 @@ def test_doctor_all_required_rows_pass_under_xvfb_with_a_table(tmp_path, model_p
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout
     assert out.splitlines()[0].startswith("maskwatch doctor (") and "not a Jetson" in out.splitlines()[0]
-    table = {line.split()[0]: line.split()[1] for line in out.splitlines()[3:13]}
+    table = {line.split()[0]: line.split()[1] for line in out.splitlines()[3:3 + len(ROWS)]}
     assert list(table) == ROWS
     assert table["display"] == "PASS" and f"{xvfb}: x11, 1024x768" in out
     assert table["camera"] == "PASS" and table["speaker"] == "PASS" and table["engine"] == "SKIP"
