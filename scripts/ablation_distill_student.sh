@@ -10,7 +10,7 @@ settings=${*:-nokd kd kdpl}
 py=${PYTHON:-python3}
 C="--data ../shared/data/face-mask-andrewmvd --crop 256 --epochs ${EPOCHS:-2} --cls-lr-mult 5 --threads 1 --seed $seed --resume"
 T="--teacher models/ultralight_mask/model.onnx --teacher-cache runs/ds/teacher_ultralight.npz"
-P="--pseudo --pseudo-conf 0.6 --pseudo-yunet-conf 0.5 --faces-cache runs/ds/faces_yunet.npz"
+P="--pseudo --pseudo-conf 0.6 --pseudo-iou 0.3"
 mkdir -p runs/ds
 for s in $settings; do
   case $s in
