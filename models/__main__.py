@@ -13,6 +13,8 @@ COMMANDS = {
         ("models.distill", "YOLO-style student, alone or distilled from a teacher (-> yolo_student_baseline)"),
         ("models.finetune", "fine-tune the pretrained YuNet-n face detector into the 3 classes"),
         ("models.finetune_ssd", "fine-tune the pretrained Ultra-Light RFB SSD into the 3 classes (-> ultralight_mask)"),
+        ("models.distill_student", "YuNet-n student distilled from the default detector (difficulty-aware weights, "
+                                   "teacher pseudo-labels; not released: docs/distillation.md)"),
         ("models.prune", "channel pruning of the ResNet-18, prune -> retrain -> prune more (-> detectnet_v2_r18_pruned)"),
         ("models.classifier", "secondary mask classifier on face crops: train, export, crops, detail-sweep "
                               "(-> mask_classifier)"),
