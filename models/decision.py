@@ -111,20 +111,45 @@ def choose(backend, samples, min_precision: float = 0.80) -> Dict:
             "nc_at_threshold": point, "objective": best["objective"], "table": table}
 
 
+def embed_metrics(model: Path, eval_json: Path, label: str) -> Dict:
+    """Store the as-output figures of ``eval_json`` (``models.evaluate`` on a set that did **not** choose, e.g.
+    ilc2021-dev half b) in ``model``'s metadata ``metrics``: ``AP50_<class>``, ``mAP50``, ``mAP50_95`` (COCO, as
+    output), ``no_mask_recall`` / ``no_mask_precision`` at the shipped thresholds, and ``metrics_set``."""
+    import onnx
+
+    ev = json.loads(Path(eval_json).read_text())
+    props = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    meta = ModelMeta.from_json(props[METADATA_KEY])
+    pc = ev["as_output"]["per_class_at_shipped"]["no_mask"]
+    keep = {k: v for k, v in meta.metrics.items() if k == "decision_rule_chosen_on"}  # older figures: other sets
+    meta.metrics = dict(keep, **{k: ev[k] for k in ev if k.startswith(("AP50_", "mAP50"))},
+                        no_mask_recall=pc["recall"], no_mask_precision=pc["precision"], metrics_set=label)
+    write_model(model, model, meta)
+    return meta.metrics
+
+
 def main(argv=None) -> int:
     from edge.backends.onnxruntime import OnnxRuntimeBackend
     from models.data import half, read_dataset
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, required=True, help="SSD detector .onnx (decoder: ssd)")
-    ap.add_argument("--data", type=Path, required=True, help="the set to choose on (ilc2021-dev)")
+    ap.add_argument("--model", type=Path, help="SSD detector .onnx (decoder: ssd)")
+    ap.add_argument("--data", type=Path, help="the set to choose on (ilc2021-dev)")
     ap.add_argument("--choose", default="a", choices=["a", "b"], help="the half that chooses (models.data.half)")
     ap.add_argument("--min-precision", type=float, default=0.80, help="NC precision the threshold must keep")
     ap.add_argument("--out", type=Path, required=True, help="the model with the chosen rule (.onnx)")
     ap.add_argument("--json", type=Path, help="the choice and every candidate's figures")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--embed", type=Path, help="instead: store this models.evaluate JSON's as-output figures in "
+                    "--out's metadata (embed_metrics), labelled --embed-label")
+    ap.add_argument("--embed-label", default="ilc2021-dev half b")
     a = ap.parse_args(argv)
+    if a.embed:
+        print(json.dumps(embed_metrics(a.out, a.embed, a.embed_label), indent=1))
+        return 0
+    if a.model is None or a.data is None:
+        ap.error("--model and --data are required (except with --embed)")
     be = OnnxRuntimeBackend(a.model, threads=a.threads)
     if be.meta.decoder != "ssd":
         ap.error(f"{a.model}: decoder {be.meta.decoder!r}; the class-prior rule is for SSD models")
