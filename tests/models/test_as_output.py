@@ -114,3 +114,27 @@ def test_empty_priors_keep_the_old_rule():
     # every class of every prior at >= 0.05: A mask + A incorrect + A no_mask, B 3 classes, C mask + no_mask
     assert len(old[0]) == 8
     assert ClusterParams(class_priors=[1, 2, 3]).class_priors == (1.0, 2.0, 3.0)
+
+
+class _HandMadeDetector:
+    """The hand-made SSD outputs above behind the backend interface (``meta``, ``infer``)."""
+
+    def __init__(self, meta):
+        self.meta = meta
+
+    def infer(self, x):
+        return infer(x)
+
+
+def test_cascade_headline_is_one_class_per_face(samples):
+    from models.evaluate_classifier import evaluate_cascade
+
+    det = _HandMadeDetector(ssd_meta())
+    r = evaluate_cascade(det, None, samples)  # no classifier: the detector's own class, as the runtime
+    out = r["as_output"]
+    assert out["voc_AP50_mask_incorrect"] == pytest.approx(0.0) and r["AP50_mask_incorrect"] == pytest.approx(0.0)
+    assert "not what the appliance outputs" in r["per_class_scores"]["note"]  # the secondary figure is labelled
+    # at the detector's shipped thresholds only B (mask, 0.8) is kept: no non-compliant box
+    assert out["nc_at_shipped"]["n_nc_dets"] == 0 and out["nc_at_shipped"]["n_nc_faces"] == 2
+    r2 = evaluate_cascade(_HandMadeDetector(ssd_meta(class_priors=(1.0, 1.2, 2.0), class_score="face")), None, samples)
+    assert r2["as_output"]["voc_AP50_mask_incorrect"] == pytest.approx(1.0)
