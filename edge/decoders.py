@@ -60,6 +60,18 @@ class ClusterParams:
             *smaller* box's area is dropped (:func:`suppress_nested`): a face box nested in a
             head box, or two boxes of different size on one face, whose IoU is too low for NMS.
             1.0 disables it.
+        class_priors: SSD only (:func:`decode_ssd`), the decision rule that lets every class be said:
+            empty (the default, every model before ``ultralight_mask`` 1.2.0): every prior proposes
+            each class whose softmax score reaches ``conf_threshold``. ``(C,)`` weights ``w``: every
+            prior proposes **one** class, ``argmax_c w_c p_c`` (:func:`prior_decision`; Bayes' rule
+            with the training class priors replaced, Duda, Hart & Stork, *Pattern Classification*,
+            2nd ed., sec. 2.2), so a mask_incorrect or no_mask face whose probability is outweighed by
+            ``mask`` can still be said. Read from the model's ONNX metadata ``cluster`` dict.
+        class_score: with ``class_priors``: the score of that proposal. ``"face"``: ``1 - p_background``,
+            the probability that the prior holds a face of any class, so the class decision can never
+            lose a face (a face whose probability is split between mask and no_mask keeps its full
+            score); ``"class"``: ``(1 - p_bg) * w_c p_c / sum_k w_k p_k``, the re-weighted class
+            posterior.
     """
 
     method: str = "dbscan"
@@ -69,6 +81,14 @@ class ClusterParams:
     dbscan_min_samples: float = 0.0
     max_detections: int = 100
     nested_overlap: float = 0.7
+    class_priors: Tuple[float, ...] = ()
+    class_score: str = "face"
+
+    def __post_init__(self) -> None:
+        # JSON metadata gives a list: keep the dataclass hashable and the value immutable
+        object.__setattr__(self, "class_priors", tuple(float(v) for v in (self.class_priors or ())))
+        if self.class_score not in ("face", "class"):
+            raise ValueError(f"class_score must be 'face' or 'class', got {self.class_score!r}")
 
 
 def grid_centres(grid_hw: Tuple[int, int], stride: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -511,7 +531,8 @@ def decode_ssd(scores: np.ndarray, boxes: np.ndarray,
     """SSD outputs for one image -> per-class detections in input px (SSD's test-time step, Sec. 2.2).
 
     Every prior proposes one box for every class whose softmax score reaches
-    ``cluster.conf_threshold`` (column 0, background, is never a detection); at most
+    ``cluster.conf_threshold`` (column 0, background, is never a detection) or, when the model carries
+    ``cluster.class_priors``, one box of the class :func:`prior_decision` decides; at most
     ``10 * cluster.max_detections`` best proposals are kept, then clustered per class by
     ``cluster.method`` (NMS at ``cluster.iou_threshold``). The class-agnostic NMS and
     :func:`suppress_nested` (one box per face) follow in :func:`edge.model.postprocess`, as for the
@@ -534,10 +555,15 @@ def decode_ssd(scores: np.ndarray, boxes: np.ndarray,
         scores, boxes = scores[0], boxes[0]
     if scores.ndim != 2 or scores.shape[1] < 2 or boxes.shape != (scores.shape[0], 4):
         raise ValueError(f"SSD outputs must be scores (P, 1 + C) and boxes (P, 4), got {scores.shape} and {boxes.shape}")
-    p_idx, c_idx = np.nonzero(scores[:, 1:] >= cluster.conf_threshold)
+    if cluster.class_priors:
+        cls, sc = prior_decision(scores, cluster.class_priors, cluster.class_score)
+        p_idx = np.nonzero(sc >= cluster.conf_threshold)[0]
+        c_idx, s = cls[p_idx], sc[p_idx]
+    else:
+        p_idx, c_idx = np.nonzero(scores[:, 1:] >= cluster.conf_threshold)
+        s = scores[p_idx, c_idx + 1]
     if len(p_idx) == 0:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-    s = scores[p_idx, c_idx + 1]
     cap = 10 * cluster.max_detections
     if len(s) > cap:  # bound the NMS cost
         k = np.argsort(-s, kind="stable")[:cap]
@@ -546,3 +572,39 @@ def decode_ssd(scores: np.ndarray, boxes: np.ndarray,
     b[:, 2] = np.maximum(b[:, 2], b[:, 0] + 1e-3)
     b[:, 3] = np.maximum(b[:, 3], b[:, 1] + 1e-3)
     return cluster_boxes(b, s.astype(np.float32), c_idx.astype(np.int64), cluster)
+
+
+def prior_decision(scores: np.ndarray, priors, mode: str = "face") -> Tuple[np.ndarray, np.ndarray]:
+    """One class and one score per SSD prior under re-weighted class priors.
+
+    The network's softmax ``p`` was learnt under the training photos' class frequencies (mask 79 %,
+    no_mask 18 %, mask_incorrect 3 % of the faces), so ``mask`` wins the argmax of faces that lie
+    between classes. Multiplying each class probability by a weight ``w_c`` and renormalising is
+    Bayes' rule with the class priors replaced (Duda, Hart & Stork, *Pattern Classification*, 2nd ed.,
+    sec. 2.2: ``P'(c|x) ∝ P(c|x) P'(c) / P(c)``); the weights are chosen on a held-out set
+    (``models.decision``). Weights all 1 give the plain argmax.
+
+    Args:
+        scores: (P, 1 + C) float32 softmax, background first.
+        priors: (C,) positive weights of the C foreground classes.
+        mode: ``"face"``: score ``1 - p_bg``; ``"class"``: ``(1 - p_bg) * w_c p_c / sum_k w_k p_k``
+            (see :class:`ClusterParams`).
+
+    Returns:
+        ``(classes (P,) int64 in 0..C-1, scores (P,) float32)``.
+
+    Raises:
+        ValueError: when ``priors`` does not hold C positive weights.
+    """
+    scores = np.asarray(scores, np.float32)
+    w = np.asarray(priors, np.float32).reshape(-1)
+    C = scores.shape[1] - 1
+    if len(w) != C or not (w > 0).all():
+        raise ValueError(f"class_priors must hold {C} positive weights (one per class), got {list(w)}")
+    fg = scores[:, 1:] * w
+    cls = fg.argmax(axis=1).astype(np.int64)
+    face = 1.0 - scores[:, 0]
+    if mode == "face":
+        return cls, face.astype(np.float32)
+    post = fg[np.arange(len(cls)), cls] / np.maximum(fg.sum(axis=1), 1e-12)
+    return cls, (face * post).astype(np.float32)

@@ -19,6 +19,13 @@ from edge.preprocess import Letterbox, letterbox, letterbox_tensor, to_tensor, u
 METADATA_KEY = "maskwatch"
 
 
+def _default_cluster() -> Dict[str, Any]:
+    """:class:`ClusterParams` defaults as metadata; the SSD class-prior rule's keys only where a model sets
+    them (``class_priors``, ``class_score``), so a model exported without them stays readable by older
+    runtimes."""
+    return {k: v for k, v in asdict(ClusterParams()).items() if k not in ("class_priors", "class_score")}
+
+
 @dataclass
 class ModelMeta:
     """Everything a runtime must know to run a maskwatch model file.
@@ -65,7 +72,7 @@ class ModelMeta:
     bbox_norm: float = 35.0
     cov_shrink: float = 0.5
     strides: List[int] = field(default_factory=lambda: [8, 16, 32])
-    cluster: Dict[str, Any] = field(default_factory=lambda: asdict(ClusterParams()))
+    cluster: Dict[str, Any] = field(default_factory=lambda: _default_cluster())
     class_agnostic_iou: float = 0.6
     thresholds: Dict[str, float] = field(default_factory=dict)
     version: str = "0.0.0"

@@ -169,3 +169,24 @@ def repeat_factors(samples: Sequence[Sample], threshold: float = 0.3, n_classes:
     f = has.sum(0) / n
     r_c = np.where(f > 0, np.maximum(1.0, np.sqrt(threshold / np.maximum(f, 1e-12))), 1.0)
     return np.where(has, r_c, 1.0).max(axis=1) if len(has) else np.ones(0)
+
+
+def half(samples: Sequence[Sample], which: str) -> List[Sample]:
+    """One of two fixed halves of any set by file name: ``"a"`` when ``md5(stem)`` starts with a hex digit
+    0-7, ``"b"`` otherwise (about half each). Used to choose on one half of ilc2021-dev and report on the
+    other (``models.decision``, ``models.evaluate --split half-a``)."""
+    if which not in ("a", "b"):
+        raise ValueError(f"half must be 'a' or 'b', got {which!r}")
+    return [s for s in samples if is_validation(s.stem, "01234567") == (which == "a")]
+
+
+def select(samples: Sequence[Sample], name: str) -> List[Sample]:
+    """``name`` in ``val`` / ``train`` (:func:`split`), ``all``, ``half-a`` / ``half-b`` (:func:`half`)."""
+    if name == "all":
+        return list(samples)
+    if name in ("half-a", "half-b"):
+        return half(samples, name[-1])
+    tr, va = split(samples)
+    if name not in ("val", "train"):
+        raise ValueError(f"unknown split {name!r}; known: ['val', 'train', 'all', 'half-a', 'half-b']")
+    return va if name == "val" else tr

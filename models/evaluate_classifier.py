@@ -170,11 +170,17 @@ def evaluate_cascade(detector, cls: Optional[Classifier], samples, min_crop_px: 
 
 
 def _cascade_figures(cached, weight: float, cls: Optional[Classifier], min_crop_px: float) -> Dict:
-    from models.evaluate import coco_metrics
+    """Headline ``as_output``: every box the detector emits (floor 0.05) with the class the cascade decides
+    (:func:`edge.classifier.classify_detections` + :func:`edge.classifier.decide`) and the detector's score,
+    one class per face, scored by :func:`models.evaluate.as_output_metrics`; the operating point keeps the
+    boxes at the detector's shipped thresholds (what :class:`edge.detector.Detector` passes to the tracker)
+    with their decided class. Secondary ``per_class_scores``: COCO AP of every box repeated once per class
+    with score ``detector score x combined probability`` (not what the appliance outputs)."""
+    from models.evaluate import as_output_metrics, coco_metrics, nc_operating_point
 
     C = len(CLASS_NAMES)
     nc = [CLASS_NAMES.index("no_mask"), CLASS_NAMES.index("mask_incorrect")]
-    gts, dets = [], []
+    gts, dets, output, kept = [], [], [], []
     tp = n_pred = n_gt = 0
     for s, shape, boxes, scores, classes, raw, keep in cached:
         probs = classify_detections(cls, np.zeros((1, 1, 3), np.uint8), boxes, scores, classes, C, min_crop_px,
@@ -183,8 +189,10 @@ def _cascade_figures(cached, weight: float, cls: Optional[Classifier], min_crop_
         K = len(boxes)
         dets.append((np.repeat(boxes, C, axis=0).reshape(-1, 4), (scores[:, None] * probs).reshape(-1),
                      np.tile(np.arange(C), K)))
-        dec = decide(probs[keep], list(CLASS_NAMES), cls.meta.thresholds if cls else None) if keep.any() \
-            else np.zeros(0, np.int64)
+        dec_all = decide(probs, list(CLASS_NAMES), cls.meta.thresholds if cls else None) if K else np.zeros(0, np.int64)
+        output.append((boxes, scores, dec_all))
+        kept.append((boxes[keep], scores[keep], dec_all[keep]))
+        dec = dec_all[keep]
         pb = boxes[keep][np.isin(dec, nc)]
         g_nc = np.isin(s.labels, nc)
         n_pred += len(pb)
@@ -192,19 +200,30 @@ def _cascade_figures(cached, weight: float, cls: Optional[Classifier], min_crop_
         if len(pb) and len(s.boxes):
             for r, c in greedy_iou_match(box_iou(pb, s.boxes), 0.5):
                 tp += int(g_nc[c])
-    return {**coco_metrics(gts, dets), "nc_precision": tp / max(n_pred, 1), "nc_recall": tp / max(n_gt, 1),
-            "nc_n_gt": n_gt, "nc_n_pred": n_pred}
+    head = as_output_metrics(gts, output, np.zeros(C, np.float32))
+    # the operating point: boxes at the detector's shipped thresholds, cascade's class
+    head["nc_at_shipped"] = {**nc_operating_point(gts, kept, 0.0), "thresholds": "detector's shipped"}
+    head["per_class_at_shipped"] = _class_points_kept(gts, kept)
+    return {"as_output": head, "mAP50_mask_no_mask": head["voc_mAP50_mask_no_mask"],
+            "AP50_mask": head["voc_AP50_mask"], "AP50_no_mask": head["voc_AP50_no_mask"],
+            "AP50_mask_incorrect": head["voc_AP50_mask_incorrect"],
+            "per_class_scores": {"note": "secondary: each box once per class, score = detector score x combined "
+                                 "probability (not what the appliance outputs)", **coco_metrics(gts, dets)},
+            "nc_precision": tp / max(n_pred, 1), "nc_recall": tp / max(n_gt, 1), "nc_n_gt": n_gt, "nc_n_pred": n_pred}
+
+
+def _class_points_kept(gts, kept) -> Dict:
+    from models.evaluate import class_points
+    return class_points(gts, kept, np.zeros(len(CLASS_NAMES), np.float32))
 
 
 def main_crops(model: Path, data: Path, split_name: str, out: Optional[Path], plots: Optional[Path],
                min_face: float = 24.0) -> int:
     """``models.evaluate`` for a ``role: classifier`` model: the crop-level report."""
-    from models.data import read_dataset, split
+    from models.data import read_dataset, select
 
     cls = Classifier(model)
-    samples = read_dataset(data)
-    tr, va = split(samples)
-    samples = {"val": va, "train": tr, "all": samples}[split_name]
+    samples = select(read_dataset(data), split_name)
     res = evaluate_crops(cls, samples, min_face, plots)
     text = json.dumps(res, indent=1)
     print(text)
@@ -217,13 +236,11 @@ def main_cascade(detector_path: Path, classifier_path: Optional[Path], data: Pat
                  out: Optional[Path], min_crop_px: float = 24.0, weight: float = 0.8) -> int:
     """``models.evaluate --classifier``: the cascade report."""
     from edge.backends.onnxruntime import OnnxRuntimeBackend
-    from models.data import read_dataset, split
+    from models.data import read_dataset, select
 
     det = OnnxRuntimeBackend(detector_path)
     cls = Classifier(classifier_path) if classifier_path else None
-    samples = read_dataset(data)
-    tr, va = split(samples)
-    samples = {"val": va, "train": tr, "all": samples}[split_name]
+    samples = select(read_dataset(data), split_name)
     res = {"detector": str(Path(detector_path).parent.name),
            **evaluate_cascade(det, cls, samples, min_crop_px, weight, sweep=(0.5, 0.65, 0.8, 0.9, 1.0))}
     text = json.dumps(res, indent=1)

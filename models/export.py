@@ -156,9 +156,13 @@ def main(argv=None) -> int:
     ap.add_argument("--fp32-weights", action="store_true", help="store weights as float32 (twice the file size)")
     ap.add_argument("--parity-images", type=Path, help="folder of real images for the PyTorch/ONNX parity check")
     ap.add_argument("--parity-count", type=int, default=8)
+    ap.add_argument("--input-w", type=int, help="deployed input width (default: the checkpoint's; fully "
+                    "convolutional networks whose graph builds its priors from the input size only, e.g. SSD)")
+    ap.add_argument("--input-h", type=int, help="deployed input height (see --input-w)")
     a = ap.parse_args(argv)
     model, meta = load_checkpoint(a.ckpt)
     meta.version = a.version
+    meta.input_w, meta.input_h = a.input_w or meta.input_w, a.input_h or meta.input_h
     for key, val in (("method", a.cluster_method), ("dbscan_eps", a.dbscan_eps),
                      ("dbscan_min_samples", a.dbscan_min_samples), ("iou_threshold", a.iou_threshold),
                      ("conf_threshold", a.conf_threshold)):

@@ -180,12 +180,18 @@ def _face_set_class():
         """
 
         def __init__(self, samples, crop: int, p_zoom: float = 0.5, scale=(0.6, 2.5), seed: int = 0,
-                     iou_threshold: float = 0.35, unlabelled=None):
+                     iou_threshold: float = 0.35, unlabelled=None, synth=None, p_synth: float = 0.0):
+            self.synth, self.p_synth = synth or {}, p_synth  # stem -> {label index: (5, 2) landmarks}
             super().__init__(samples, crop, unlabelled=unlabelled, pseudo="ignore" if unlabelled else "none",
                              p_zoom=p_zoom, scale=scale, seed=seed)
             self.pri = priors((crop, crop))
             self.pri_t = torch.from_numpy(self.pri)
             self.iou_threshold = iou_threshold
+
+        def set_random_seed(self, seed: int) -> None:
+            super().set_random_seed(seed)
+            # its own generator: with --synth 0 the other draws are those of the runs without synthesis
+            self.synth_rng = np.random.default_rng(seed + 7919)
 
         def __getitem__(self, i: int):
             s = self.samples[i]
@@ -194,6 +200,10 @@ def _face_set_class():
             n_gt = len(gt)
             boxes = np.concatenate([gt, ub])
             img = self.images[i]
+            labels = np.asarray(s.labels, np.int64)
+            if self.p_synth > 0 and s.image.stem in self.synth:  # synthetic masks / beards / hands (models.synth_masks)
+                from models.synth_masks import augment_photo
+                img, labels = augment_photo(img, labels, self.synth[s.image.stem], self.synth_rng, self.p_synth)
             if n_gt and self.rng.random() < self.p_zoom:  # as FaceSet: one labelled face to 40-250 px
                 h0, w0 = img.shape[:2]
                 img, _ = augment.face_zoom(img, gt, self.rng)
@@ -203,7 +213,7 @@ def _face_set_class():
                 t = self.t_scale
             img, boxes, idx = augment.apply(t, img, boxes, np.arange(len(boxes)))
             is_gt = idx < n_gt
-            lab, matched = match_priors(boxes[is_gt] / self.crop, np.asarray(s.labels, np.int64)[idx[is_gt]],
+            lab, matched = match_priors(boxes[is_gt] / self.crop, labels[idx[is_gt]],
                                         self.pri, self.iou_threshold)
             if (~is_gt).any():  # priors on an unlabelled face are neither positives nor negatives
                 lab[(lab == 0) & ignored_priors(boxes[~is_gt] / self.crop, self.pri, self.iou_threshold)] = -1
@@ -230,6 +240,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--pseudo-conf", type=float, default=0.5, help="YuNet confidence of an unlabelled face")
     ap.add_argument("--faces-cache", type=Path, help="YuNet face predictions .npz (models.finetune; made if missing)")
     ap.add_argument("--yunet", type=Path, default=DEFAULT_YUNET, help="YuNet checkpoint of the face teacher")
+    ap.add_argument("--synth", type=float, default=0.0,
+                    help="synthetic masks (models.synth_masks): probability that a training no_mask face with YuNet "
+                         "landmarks is drawn on in a sample (worn mask -> mask, under the nose / on the chin -> "
+                         "mask_incorrect, beard / hand over the mouth -> no_mask); 0: off")
+    ap.add_argument("--synth-cache", type=Path, help="YuNet landmarks .npz (models.synth_masks; made if missing; "
+                    "default OUT/landmarks.npz)")
     add_schedule_args(ap)
     ap.set_defaults(epochs=4, crop=256)
     return ap.parse_args(argv)
@@ -262,7 +278,13 @@ def fit(args: argparse.Namespace) -> List[Dict]:
     log.info("train %d images %s, val %d; pseudo %s (%d unlabelled faces); hard negatives >= %d per image",
              len(train_s), class_counts(train_s), len(val_s), args.pseudo,
              sum(len(v) for v in unlabelled.values()) if unlabelled else 0, args.min_neg)
-    ds = _face_set_class()(train_s, args.crop, args.p_zoom, args.scale, args.seed, args.iou_threshold, unlabelled)
+    synth = None
+    if args.synth > 0:  # landmarks of the training photos only
+        from models.synth_masks import face_landmarks
+        synth = face_landmarks(train_s, args.yunet, args.synth_cache or args.out / "landmarks.npz")
+        log.info("synthesis on %d no_mask faces (p %.2f)", sum(len(v) for v in synth.values()), args.synth)
+    ds = _face_set_class()(train_s, args.crop, args.p_zoom, args.scale, args.seed, args.iou_threshold, unlabelled,
+                           synth, args.synth)
     ds.set_random_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed)
     bs = min(args.batch, len(ds))
