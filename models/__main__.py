@@ -16,11 +16,15 @@ COMMANDS = {
         ("models.distill_student", "YuNet-n student distilled from the default detector (difficulty-aware weights, "
                                    "teacher pseudo-labels; not released: docs/distillation.md)"),
         ("models.prune", "channel pruning of the ResNet-18, prune -> retrain -> prune more (-> detectnet_v2_r18_pruned)"),
+        ("models.synth_masks", "synthetic masks drawn from YuNet's 5 landmarks on the training photos "
+                               "(landmark cache, example sheet; finetune_ssd --synth uses it)"),
         ("models.classifier", "secondary mask classifier on face crops: train, export, crops, detail-sweep "
                               "(-> mask_classifier)"),
     ],
     "export and release": [
         ("models.export", "checkpoint -> ONNX with its metadata embedded, PyTorch-vs-ONNX-Runtime parity"),
+        ("models.decision", "choose the SSD decision rule (class priors, threshold) on ilc2021-dev half a and "
+                            "embed it in the model (-> ultralight_mask 1.2.0)"),
     ],
     "evaluate and compare": [
         ("models.evaluate", "AP per class, the appliance's one-class-per-face figures, PR curve, confusion "
@@ -34,7 +38,7 @@ COMMANDS = {
 
 #: release folder -> (the commands that made it, the data it was trained on).
 RELEASES = {
-    "ultralight_mask": ("models.finetune_ssd (2 stages) + scripts/release_ultralight_mask.sh",
+    "ultralight_mask": ("models.finetune_ssd (2 stages) + scripts/release_ultralight_mask.sh (1.1.0 weights), then models.decision + scripts/release_with_rule.sh (1.2.0)",
                         "face-mask-andrewmvd training split; start: ../shared/weights/ultra-light"),
     "mask_classifier": ("models.classifier train + export",
                         "face crops of face-mask-andrewmvd; start: ../shared/weights/imagenet MobileNetV2"),
