@@ -45,6 +45,7 @@ def judge(video, backend):
                 r = out.setdefault(tr.id, {"first": tr.first_t, "confirmed": t, "live": None, "alarm": None,
                                            "picture": False, "frames": 0})
                 r["frames"] += 1
+                r["hits"] = tr.hits  # frames in which a detection was matched to it
                 if r["live"] is None and tracker.is_live(tr, t):
                     r["live"] = t
         for k in np.nonzero(pictures)[0]:
@@ -59,7 +60,9 @@ def judge(video, backend):
 @pytest.mark.parametrize("clip, alarms", [("unmasked", 1), ("masked_woman", 0), ("masked_man", 0)])
 def test_every_person_is_live_within_half_a_second_of_confirmation(backend, videos, clip, alarms):
     tracks = judge(videos[clip], backend)
-    people = {k: r for k, r in tracks.items() if r["frames"] >= 25}  # in view for 1 s at least
+    # in view (detected) for 1 s at least; a stray box confirmed for a few frames and then coasting is not a
+    # person (ultralight_mask 1.2.0 has one on the unmasked clip: foliage, 3 frames, mask_incorrect 0.73-0.77)
+    people = {k: r for k, r in tracks.items() if r.get("hits", 0) >= 25}
     assert len(people) == 1, tracks  # one person per clip
     for tid, r in people.items():
         fmt = lambda v: "-" if v is None else f"{v:.2f}"
