@@ -174,8 +174,9 @@ def test_swapped_channels_fail_every_profile(reference, backend, frames):
     for name in ("int8", "fp16"):
         rep = P.run_parity(reference, SwappedChannels(backend), frames, P.TOLERANCES[name])
         fails = rep.failures(P.TOLERANCES[name])
-        assert any(": max |d|" in f for f in fails), fails
-        assert any(f.startswith("detections:") for f in fails), fails
+        assert any(": max |d|" in f for f in fails), fails  # the raw outputs catch the swap
+        # (the decoded detections need not: ultralight_mask 1.2.0's face score, 1 - p_background, and its class
+        # priors give the same boxes and classes on these frames with the channels swapped)
         assert P.format_report(rep, P.TOLERANCES[name]).splitlines()[-1].startswith("FAIL")
 
 
