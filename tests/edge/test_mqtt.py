@@ -335,6 +335,8 @@ def test_two_entrances_with_home_assistant_discovery(broker, subscriber, tmp_pat
     pubs[1].person("mask", time.time())
     for p in pubs:
         p.close()
+    want = {"maskwatch/north/counts", "maskwatch/south/counts"}  # delivered to the subscriber after close: wait
+    subscriber.wait(lambda: want <= {m[0] for m in list(subscriber.messages)}, 20)
     with subscriber.lock:  # (retained counts of the other tests' entrances come too)
         msgs = [m for m in subscriber.messages if m[0].startswith(("maskwatch/north/", "maskwatch/south/"))]
     assert {t for t, _, _ in msgs if t.endswith("/counts")} == {"maskwatch/north/counts", "maskwatch/south/counts"}
