@@ -68,19 +68,25 @@ def test_overlay_in_place_draws_the_same_picture(videos):
 
 
 def test_procstat_reads_this_process():
-    busy_until = time.monotonic() + 0.3
+    # The burner runs until the main thread has read /proc and has itself burned >= 0.1 s of CPU, so a
+    # loaded machine (CI: 2 shared cores) that delays either thread cannot end it before it is read.
+    stop = threading.Event()
 
     def burn():
         procstat.set_native_name("test-burner")
-        while time.monotonic() < busy_until:
+        t0 = time.thread_time()
+        while not stop.is_set() or time.thread_time() - t0 < 0.1:
             pass
 
     t = threading.Thread(target=burn, name="test-burner")
     cpu0 = procstat.process_cpu_s()
     t.start()
     time.sleep(0.1)
-    tasks = procstat.thread_cpu_s()
-    t.join()
+    try:
+        tasks = procstat.thread_cpu_s()
+    finally:
+        stop.set()
+        t.join()
     if sys.platform.startswith("linux"):
         assert os.getpid() in tasks and t.native_id in tasks
         assert tasks[t.native_id][0] == "test-burner"  # the kernel name, as top -H shows it
