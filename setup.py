@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.8",
     packages=find_packages(include=["edge", "edge.*", "models", "models.*"]),
     include_package_data=True,
-    package_data={"edge": ["*.yaml", "assets/*", "py.typed"], "models": ["*/model*.onnx", "*/MODEL_CARD.md", "*/*.json"]},
+    package_data={"edge": ["*.yaml", "assets/*", "py.typed"], "models": ["released/*/model*.onnx", "released/*/MODEL_CARD.md", "released/*/*.json"]},
     install_requires=[
         # runtime (edge/): Python 3.8 (JetPack 5) to 3.12
         "numpy>=1.21",
@@ -30,7 +30,7 @@ setup(
             "faster-coco-eval>=1.6",
             "matplotlib>=3.7",
             "tqdm>=4.66",
-            "torch-pruning==1.6.1",  # models/prune.py (DependencyGraph); needs only numpy + torch
+            "torch-pruning==1.6.1",  # models/train/prune.py (DependencyGraph); needs only numpy + torch
         ],
         # the Jetson (JetPack 5, aarch64): pycuda builds against the CUDA toolkit JetPack installs; jetson-stats
         # is the jtop library (its service: `sudo jtop --install-service`); TensorRT and the GStreamer OpenCV

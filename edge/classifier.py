@@ -5,9 +5,9 @@ its input size; the classifier (secondary) decides the class on each face's crop
 full-resolution frame, once when a track is confirmed and again every ``interval_frames`` frames (or
 sooner when the face has grown), all of a frame's crops in one batch.
 
-One module, used by the runtime (:class:`edge.pipeline.Pipeline`), by ``models.predict`` and
-``models.evaluate`` (the same cascade on photos, :func:`classify_detections`) and by training
-(``models.classifier`` builds its crops with :func:`crop_faces`), so the crop geometry cannot drift.
+One module, used by the runtime (:class:`edge.pipeline.Pipeline`), by ``models.evaluation.predict`` and
+``models.evaluation.evaluate`` (the same cascade on photos, :func:`classify_detections`) and by training
+(``models.train.classifier`` builds its crops with :func:`crop_faces`), so the crop geometry cannot drift.
 NumPy and OpenCV only (Python 3.8, no torch).
 
 Crop geometry (:func:`crop_square`): the face box's longer side ``L``, plus ``margin * L`` on every
@@ -225,7 +225,7 @@ def classify_detections(cls: Optional[Classifier], image: np.ndarray, boxes: np.
                         weight: float = 0.8, cls_probs: Optional[np.ndarray] = None) -> np.ndarray:
     """The cascade on one photo: the combined class probabilities of each detected face.
 
-    The function ``models.predict`` and ``models.evaluate`` use; the runtime applies the same
+    The function ``models.evaluation.predict`` and ``models.evaluation.evaluate`` use; the runtime applies the same
     :func:`combine` per track (:class:`SecondaryClassifier`). A face whose longer side is under
     ``min_crop_px`` (in ``image`` px), or every face when ``cls`` is ``None``, keeps the detector's class
     (one-hot); the others get ``combine(one_hot(detector class), classifier probs, weight)``.

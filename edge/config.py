@@ -59,7 +59,7 @@ DEFAULT_MODEL = "ultralight_mask"
 
 
 def _models_dirs() -> List[Path]:
-    """Folders of the ``models`` package: found with ``importlib.util.find_spec`` (which does not import
+    """Folders of released models, ``models/released/`` of the ``models`` package: found with ``importlib.util.find_spec`` (which does not import
     ``models``, so no torch), then the folder beside ``edge/`` in a source checkout."""
     dirs: List[Path] = []
     try:
@@ -67,8 +67,8 @@ def _models_dirs() -> List[Path]:
     except (ImportError, ValueError):
         spec = None
     if spec is not None and spec.submodule_search_locations:
-        dirs += [Path(loc) for loc in spec.submodule_search_locations]
-    dirs.append(Path(__file__).resolve().parent.parent / "models")
+        dirs += [Path(loc) / "released" for loc in spec.submodule_search_locations]
+    dirs.append(Path(__file__).resolve().parent.parent / "models" / "released")
     return dirs
 
 
@@ -99,7 +99,7 @@ def model_role(path: Path) -> str:
 
 
 def default_model_path(name: str = None) -> Path:
-    """``models/<name>/model.onnx`` of a released model (default :data:`DEFAULT_MODEL`).
+    """``models/released/<name>/model.onnx`` of a released model (default :data:`DEFAULT_MODEL`).
 
     Raises:
         FileNotFoundError: no released model of that name is installed (the message lists those that are).

@@ -582,7 +582,7 @@ def prior_decision(scores: np.ndarray, priors, mode: str = "face") -> Tuple[np.n
     between classes. Multiplying each class probability by a weight ``w_c`` and renormalising is
     Bayes' rule with the class priors replaced (Duda, Hart & Stork, *Pattern Classification*, 2nd ed.,
     sec. 2.2: ``P'(c|x) ∝ P(c|x) P'(c) / P(c)``); the weights are chosen on a held-out set
-    (``models.decision``). Weights all 1 give the plain argmax.
+    (``models.evaluation.decision``). Weights all 1 give the plain argmax.
 
     Args:
         scores: (P, 1 + C) float32 softmax, background first.

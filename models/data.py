@@ -174,7 +174,7 @@ def repeat_factors(samples: Sequence[Sample], threshold: float = 0.3, n_classes:
 def half(samples: Sequence[Sample], which: str) -> List[Sample]:
     """One of two fixed halves of any set by file name: ``"a"`` when ``md5(stem)`` starts with a hex digit
     0-7, ``"b"`` otherwise (about half each). Used to choose on one half of ilc2021-dev and report on the
-    other (``models.decision``, ``models.evaluate --split half-a``)."""
+    other (``models.evaluation.decision``, ``models.evaluation.evaluate --split half-a``)."""
     if which not in ("a", "b"):
         raise ValueError(f"half must be 'a' or 'b', got {which!r}")
     return [s for s in samples if is_validation(s.stem, "01234567") == (which == "a")]

@@ -2,7 +2,7 @@
 
 CLI::
 
-    python -m models.export --ckpt runs/r18/best.pt --out models/detectnet_v2_r18/model.onnx \
+    python -m models.export --ckpt runs/r18/best.pt --out models/released/detectnet_v2_r18/model.onnx \
         --eval eval.json --version 1.0.0 --parity-images ../shared/data/face-mask-andrewmvd/images
 
 Opset 13, static batch 1, input ``input`` (1, 3, H, W) float32 RGB/255, outputs
@@ -47,7 +47,7 @@ def load_checkpoint(path: Path):
 #: checkpoint ``arch`` -> "module:function" that builds the nn.Module with its weights from the
 #: checkpoint dict (imported on demand, so this module does not import every architecture).
 LOADERS: Dict[str, str] = {
-    "detectnet_v2_pruned": "models.prune:load_pruned",
+    "detectnet_v2_pruned": "models.train.prune:load_pruned",
     "yolo": "models.nets.yolo:load_yolo",
     "yunet_detector": "models.nets.yunet:load_yunet_detector",
     "ultralight_detector": "models.nets.ultralight:load_ultralight_detector",
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--eval", type=Path, help="metrics JSON from models.evaluate to embed (thresholds, AP)")
+    ap.add_argument("--eval", type=Path, help="metrics JSON from models.evaluation.evaluate to embed (thresholds, AP)")
     ap.add_argument("--version", default="0.0.0")
     ap.add_argument("--opset", type=int, default=13)
     ap.add_argument("--cluster-method", choices=["dbscan", "nms"], help="default clustering stored in the model")

@@ -9,7 +9,7 @@ shift
 if [ "$#" -gt 0 ]; then settings=("$@"); else settings=(nokd kd kdpl); fi
 py=${PYTHON:-python3}
 C=(--data ../shared/data/face-mask-andrewmvd --crop 256 --epochs "${EPOCHS:-2}" --cls-lr-mult 5 --threads 1 --seed "$seed" --resume)
-T=(--teacher models/ultralight_mask/model.onnx --teacher-cache runs/ds/teacher_ultralight.npz)
+T=(--teacher models/released/ultralight_mask/model.onnx --teacher-cache runs/ds/teacher_ultralight.npz)
 P=(--pseudo --pseudo-conf 0.6 --pseudo-iou 0.3)
 mkdir -p runs/ds
 for s in "${settings[@]}"; do
@@ -20,6 +20,6 @@ for s in "${settings[@]}"; do
     *) echo "unknown setting $s" >&2; exit 2 ;;
   esac
   out=runs/ds/${s}_s$seed
-  nohup nice -n 15 "$py" -m models.distill_student "${C[@]}" "${extra[@]}" --out "$out" > "runs/ds/${s}_s$seed.log" 2>&1 &
+  nohup nice -n 15 "$py" -m models.train.distill_student "${C[@]}" "${extra[@]}" --out "$out" > "runs/ds/${s}_s$seed.log" 2>&1 &
   echo "$s seed $seed: pid $! -> $out (log runs/ds/${s}_s$seed.log)"
 done

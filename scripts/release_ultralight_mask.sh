@@ -1,4 +1,4 @@
 #!/usr/bin/env bash
-# Release a models.finetune_ssd run as models/ultralight_mask (see scripts/release_finetuned.sh):
+# Release a models.train.ultralight run as models/released/ultralight_mask (see scripts/release_finetuned.sh):
 #   [STAGE1=RUN_DIR_OF_STAGE_1] scripts/release_ultralight_mask.sh RUN_DIR VERSION [OUT_DIR]
-exec "$(dirname "$0")/release_finetuned.sh" "${1:?usage: $0 RUN_DIR VERSION [OUT_DIR]}" "${2:?usage: $0 RUN_DIR VERSION [OUT_DIR]}" "${3:-models/ultralight_mask}"
+exec "$(dirname "$0")/release_finetuned.sh" "${1:?usage: $0 RUN_DIR VERSION [OUT_DIR]}" "${2:?usage: $0 RUN_DIR VERSION [OUT_DIR]}" "${3:-models/released/ultralight_mask}"

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 FACE_MASK = SHARED_DATA / "face-mask-andrewmvd"
 VIDEOS = SHARED_DATA / "videos"
-RELEASED_MODEL = REPO / "models" / "detectnet_v2_r18" / "model.onnx"
+RELEASED_MODEL = REPO / "models" / "released" / "detectnet_v2_r18" / "model.onnx"
 
 
 @pytest.fixture(scope="session")

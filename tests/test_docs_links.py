@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def documents():
     docs = [REPO / "README.md", REPO / "CHANGELOG.md"]
-    docs += sorted((REPO / "docs").glob("*.md")) + sorted((REPO / "models").glob("*/MODEL_CARD.md"))
+    docs += sorted((REPO / "docs").glob("*.md")) + sorted((REPO / "models" / "released").glob("*/MODEL_CARD.md"))
     return [d for d in docs if d.is_file()]
 
 

@@ -106,7 +106,7 @@ def test_every_field_has_description_and_default():
 
 def test_default_model_path_is_inside_the_package():
     p = C.default_model_path()
-    assert p.parts[-3:] == ("models", C.DEFAULT_MODEL, "model.onnx") and p.is_file()
+    assert p.parts[-4:] == ("models", "released", C.DEFAULT_MODEL, "model.onnx") and p.is_file()
     assert C.Config().model.resolved_path() == p
 
 

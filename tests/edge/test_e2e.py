@@ -31,10 +31,10 @@ RED_BGR = (40, 40, 230)  # the overlay's no_mask colour
 KNOWN_FAILURES = {
     ("masked_man_no_alarm", "detectnet_v2_r18"): "model detectnet_v2_r18 1.1.0: shelves at both sides of the shop "
     "(e.g. [1580, 78, 1808, 394] px, frame 60) are detected as no_mask at 0.85-0.92 in most frames; see "
-    "models/detectnet_v2_r18/MODEL_CARD.md 'Known failures'",
+    "models/released/detectnet_v2_r18/MODEL_CARD.md 'Known failures'",
     ("masked_man_no_alarm", "detectnet_v2_r18_pruned"): "model detectnet_v2_r18_pruned 1.0.0: an object at the left "
     "edge ([62, 126, 250, 339] px, frame 15) is tracked as no_mask at score ~0.96 for 0.5 s; see "
-    "models/detectnet_v2_r18_pruned/MODEL_CARD.md",
+    "models/released/detectnet_v2_r18_pruned/MODEL_CARD.md",
 }
 
 

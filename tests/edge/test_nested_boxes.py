@@ -11,7 +11,7 @@ from edge_helpers import REPO, video_frames
 
 UNMASKED = REPO.parent / "shared" / "data" / "videos" / "unmasked-man-outdoor-720p.mp4"
 
-BASELINE = REPO / "models" / "yolo_student_baseline" / "model.onnx"
+BASELINE = REPO / "models" / "released" / "yolo_student_baseline" / "model.onnx"
 
 
 def test_intersection_over_smaller_box():

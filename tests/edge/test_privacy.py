@@ -57,8 +57,8 @@ def test_maskwatch_run_opens_no_network_socket_and_writes_nothing_under_home(tmp
     assert not (home / ".cache").exists(), written
 
 
-@pytest.mark.parametrize("module", ["edge.cli", "edge.bench", "edge.doctor", "models.predict",
-                                    "models.evaluate", "models.benchmark", "models.export"])
+@pytest.mark.parametrize("module", ["edge.cli", "edge.bench", "edge.doctor", "models.evaluation.predict",
+                                    "models.evaluation.evaluate", "models.evaluation.benchmark", "models.export"])
 def test_every_entry_point_sets_ort_disable_telemetry_before_onnxruntime(module, tmp_path):
     env = run_env(tmp_path)
     env.pop("ORT_DISABLE_TELEMETRY", None)

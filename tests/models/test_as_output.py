@@ -1,5 +1,5 @@
 """Evaluation as the appliance outputs it (issue 20), on hand-made SSD outputs run through the real decoder,
-post-processing and ``models.evaluate.evaluate``; and the decoder's class-prior decision rule."""
+post-processing and ``models.evaluation.evaluate.evaluate``; and the decoder's class-prior decision rule."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +12,7 @@ from edge.decoders import ClusterParams, decode_ssd, prior_decision
 from edge.model import ModelMeta, apply_thresholds, postprocess
 from edge.preprocess import Letterbox
 from models.data import Sample
-from models.evaluate import evaluate
+from models.evaluation.evaluate import evaluate
 
 W, H = 640, 352
 A = [100, 100, 160, 170]   # labelled mask_incorrect
@@ -127,7 +127,7 @@ class _HandMadeDetector:
 
 
 def test_cascade_headline_is_one_class_per_face(samples):
-    from models.evaluate_classifier import evaluate_cascade
+    from models.evaluation.classifier import evaluate_cascade
 
     det = _HandMadeDetector(ssd_meta())
     r = evaluate_cascade(det, None, samples)  # no classifier: the detector's own class, as the runtime

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from models import augment
+from models.train import augment
 from models.data import read_voc
 
 

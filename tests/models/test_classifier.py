@@ -1,5 +1,5 @@
 """The mask classifier's training side: crops shared with the runtime, export to ONNX and ONNX Runtime parity
-on real face crops, and the crop-level report of ``models.evaluate`` on a classifier model."""
+on real face crops, and the crop-level report of ``models.evaluation.evaluate`` on a classifier model."""
 from __future__ import annotations
 
 import json
@@ -14,14 +14,14 @@ import torch
 
 from edge.classifier import Classifier, crop_faces, crop_region, crop_square
 from edge.config import model_role
-from models.classifier import (CROP_MARGIN, INPUT_SIZE, CropClassifier, CropDataset, build_meta, context_crops,
+from models.train.classifier import (CROP_MARGIN, INPUT_SIZE, CropClassifier, CropDataset, build_meta, context_crops,
                                export_classifier, gt_crops, torch_probs)
 from models.data import read_voc, split
 from models.nets.mobilenet import load_imagenet
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGENET = (REPO / ".." / "shared" / "weights" / "imagenet" / "mobilenet_v2_1.0_imagenet_float.pth").resolve()
-RELEASED = REPO / "models" / "mask_classifier" / "model.onnx"
+RELEASED = REPO / "models" / "released" / "mask_classifier" / "model.onnx"
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_export_and_onnxruntime_parity_on_real_crops(tmp_path, val_samples):
 @pytest.mark.skipif(not RELEASED.is_file(), reason="the released classifier is not built yet")
 def test_models_evaluate_dispatches_on_the_classifier_role(tmp_path, face_mask_dir):
     out = tmp_path / "report.json"
-    r = subprocess.run([sys.executable, "-m", "models.evaluate", "--model", str(RELEASED), "--data", str(face_mask_dir),
+    r = subprocess.run([sys.executable, "-m", "models.evaluation.evaluate", "--model", str(RELEASED), "--data", str(face_mask_dir),
                         "--split", "val", "--out", str(out), "--plots", str(tmp_path / "plots")],
                        capture_output=True, text=True, timeout=600, cwd=REPO)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -94,7 +94,7 @@ def test_models_evaluate_dispatches_on_the_classifier_role(tmp_path, face_mask_d
 def test_predict_applies_the_cascade_and_defaults_to_the_appliance(tmp_path, face_mask_dir):
     from edge.classifier import classify_detections
     from edge.config import Config, default_model_path
-    from models import predict as P
+    from models.evaluation import predict as P
 
     _, va = split(read_voc(face_mask_dir))
     src = tmp_path / "imgs"

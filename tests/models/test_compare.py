@@ -1,7 +1,7 @@
 """The comparison tables and plot are built from the released model folders (real files)."""
 from __future__ import annotations
 
-from models.compare import detector_table, distillation_table, plot, released
+from models.evaluation.compare import detector_table, distillation_table, plot, released
 
 
 def test_every_released_model_has_a_row_with_measured_figures(tmp_path):

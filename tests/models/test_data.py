@@ -47,7 +47,7 @@ def test_split_is_fixed_by_file_name(face_mask_dir):
     # 846 = 744 + 102: the two removed photos were training photos, so the name-hash validation split is the one
     # every released model was validated on (their split.json files: 746 / 102 on the 848-image set)
     assert (len(train), len(val)) == (744, 102)
-    released = json.loads((REPO / "models" / "detectnet_v2_r18" / "split.json").read_text())
+    released = json.loads((REPO / "models" / "released" / "detectnet_v2_r18" / "split.json").read_text())
     assert sorted(released["val"]) == sorted(s.stem for s in val)
     assert {s.stem for s in train}.isdisjoint({s.stem for s in val})
     # independent of order and of which other files are present

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from edge.decoders import yolo_grid
-from models.distill_student import (DEFAULT_TEACHER, lambda_weights, merge_pseudo_labels, ssd_class_logits,
+from models.train.distill_student import (DEFAULT_TEACHER, lambda_weights, merge_pseudo_labels, ssd_class_logits,
                                     ssd_teacher_predictions)
-from models.finetune import FaceSet
-from models.losses import kd_loss
+from models.train.yunet import FaceSet
+from models.train.losses import kd_loss
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 DATA = SHARED / "data" / "face-mask-andrewmvd"
@@ -125,9 +125,9 @@ def test_real_teacher_on_training_photos_finds_the_labelled_faces():
 @needs_data
 def test_tiny_distillation_run_from_the_pretrained_start_lowers_the_loss(tmp_path):
     from models.data import read_dataset, split
-    from models.distill_student import pseudo_labelled
-    from models.finetune import finetune_loss
-    from models.losses import flatten_levels
+    from models.train.distill_student import pseudo_labelled
+    from models.train.yunet import finetune_loss
+    from models.train.losses import flatten_levels
     from models.nets.yunet import YuNetDetector, load_yunet
 
     torch.manual_seed(0)
@@ -157,7 +157,7 @@ def test_tiny_distillation_run_from_the_pretrained_start_lowers_the_loss(tmp_pat
 
 @needs_data
 def test_cli_smoke_run_writes_a_checkpoint_the_exporter_reads(tmp_path):
-    from models.distill_student import main
+    from models.train.distill_student import main
 
     out = tmp_path / "run"
     assert main(["--data", str(DATA), "--out", str(out), "--kd", "--pseudo", "--limit", "8", "--batch", "4",

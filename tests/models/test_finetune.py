@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from edge.decoders import yolo_grid
-from models.finetune import PSEUDO, FaceSet, finetune_loss, unlabelled_faces
-from models.losses import kd_loss
+from models.train.yunet import PSEUDO, FaceSet, finetune_loss, unlabelled_faces
+from models.train.losses import kd_loss
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 DATA = SHARED / "data" / "face-mask-andrewmvd"
@@ -81,8 +81,8 @@ def test_kd_weights_follow_teacher_confidence():
 @pytest.mark.skipif(not (DATA.exists() and YUNET.exists()), reason="needs ../shared data and YuNet weights")
 def test_tiny_training_run_from_the_pretrained_start_lowers_the_loss():
     from models.data import read_dataset, split
-    from models.finetune import YuNetDetector, load_yunet
-    from models.losses import flatten_levels
+    from models.train.yunet import YuNetDetector, load_yunet
+    from models.train.losses import flatten_levels
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.finetune_ssd import match_priors, multibox_loss
+from models.train.ultralight import match_priors, multibox_loss
 from models.nets.ultralight import decode_boxes, encode_boxes, priors
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -75,7 +75,7 @@ def test_multibox_loss_mines_three_hard_negatives_per_positive():
 @pytest.mark.skipif(not PTH.exists(), reason="needs ../shared/weights/ultra-light")
 def test_tiny_training_run_from_the_pretrained_start_lowers_the_loss():
     from models.data import read_dataset, split
-    from models.finetune_ssd import _face_set_class
+    from models.train.ultralight import _face_set_class
     from models.nets.ultralight import UltraLightDetector, load_ultralight
 
     torch.manual_seed(0)
@@ -118,7 +118,7 @@ def test_min_neg_mines_background_only_images_and_ignored_priors_are_never_negat
 
 
 def test_priors_on_an_unlabelled_face_are_ignored():
-    from models.finetune_ssd import ignored_priors
+    from models.train.ultralight import ignored_priors
 
     pri = priors((256, 256))
     face = np.array([[100, 100, 148, 148]], np.float32) / 256
@@ -134,7 +134,7 @@ def test_priors_on_an_unlabelled_face_are_ignored():
 
 def test_dataset_marks_unlabelled_faces_as_ignored_priors():
     from models.data import read_dataset, split
-    from models.finetune_ssd import _face_set_class
+    from models.train.ultralight import _face_set_class
 
     train, _ = split(read_dataset(DATA))
     import cv2

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.evaluate import choose_threshold, class_pr, coco_metrics, confusion
+from models.evaluation.evaluate import choose_threshold, class_pr, coco_metrics, confusion
 
 GT_BOXES = np.array([[0, 0, 20, 20], [100, 100, 130, 130]], np.float32)
 

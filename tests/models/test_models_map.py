@@ -13,8 +13,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def cli_modules():
-    """Every ``models/*.py`` that runs as ``python -m models.X``."""
-    return sorted(f"models.{p.stem}" for p in (REPO / "models").glob("*.py")
+    """Every module of the ``models`` package that runs as ``python -m models.X`` or ``models.ROLE.X``."""
+    return sorted(".".join(p.relative_to(REPO).with_suffix("").parts) for p in (REPO / "models").rglob("*.py")
                   if p.stem != "__main__" and re.search(r"^if __name__ == .__main__.:", p.read_text(), re.M))
 
 

@@ -1,4 +1,4 @@
-"""models.precision: which bf16 / channels_last a run uses, and a real training step under the choice."""
+"""models.train.precision: which bf16 / channels_last a run uses, and a real training step under the choice."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import precision
+from models.train import precision
 from tests.models.training_cli import run_cli
 
 
@@ -59,7 +59,7 @@ def test_precision_applies_the_memory_format_and_autocast():
 def test_forced_choice_reaches_the_training_run(face_mask_dir, tmp_path):
     # --bf16 on / --channels-last off on the CLI: the run logs and uses them (the real network, real photos)
     out = tmp_path / "run"
-    r = run_cli("models.train", ["--data", face_mask_dir, "--out", out, "--epochs", "1", "--batch", "2", "--limit", "4",
+    r = run_cli("models.train.detectnet_v2", ["--data", face_mask_dir, "--out", out, "--epochs", "1", "--batch", "2", "--limit", "4",
                                  "--crop", "96", "--width", "0.25", "--workers", "0", "--no-val", "--threads", "2",
                                  "--max-steps", "2", "--bf16", "on", "--channels-last", "off"])
     assert "precision: cpu, bf16 autocast, contiguous" in r.stderr

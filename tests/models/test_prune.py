@@ -1,4 +1,4 @@
-"""Structured pruning (models/prune.py): channel consistency, reload, ONNX export, threshold mode, released model."""
+"""Structured pruning (models/train/prune.py): channel consistency, reload, ONNX export, threshold mode, released model."""
 from __future__ import annotations
 
 import copy
@@ -17,13 +17,13 @@ from edge.model import ModelMeta, apply_thresholds, postprocess, preprocess
 from models.export import export_onnx, load_checkpoint, model_stats, parity
 from models.nets import DetectNetV2
 from models.nets.resnet import BasicBlock
-from models.prune import (ARCH, load_pruned, prune_ratio, prune_threshold,
+from models.train.prune import (ARCH, load_pruned, prune_ratio, prune_threshold,
                           residual_add_channels, save_pruned)
 from tests.conftest import REPO
 from tests.models.training_cli import run_cli
 
 WIDTHS = (16, 32, 64, 128)
-PRUNED_MODEL = REPO / "models" / "detectnet_v2_r18_pruned" / "model.onnx"
+PRUNED_MODEL = REPO / "models" / "released" / "detectnet_v2_r18_pruned" / "model.onnx"
 # a validation image (md5 split) with three large faces, 2 mask and 1 no_mask
 REAL_IMAGE = "maksssksksss83"
 
@@ -158,8 +158,8 @@ def test_chain_cli_prunes_fine_tunes_and_writes_loadable_stages(face_mask_dir, t
     torch.save({"ema": m.state_dict(), "widths": list(WIDTHS), "meta": meta.to_json()}, base)
     out = tmp_path / "prune"
     # a child process: oneDNN's SIGSEGV in this fine-tuning's backward (channels_last, Zen 4) fails this test
-    # with its signal instead of killing the test session; the run uses the precision models.precision chooses
-    run_cli("models.prune", ["--ckpt", base, "--out", out, "--data", face_mask_dir, "--ratio", "0.25", "0.25",
+    # with its signal instead of killing the test session; the run uses the precision models.train.precision chooses
+    run_cli("models.train.prune", ["--ckpt", base, "--out", out, "--data", face_mask_dir, "--ratio", "0.25", "0.25",
                              "--epochs", "1", "0", "--max-steps", "1", "--limit", "4", "--batch", "4", "--no-val",
                              "--workers", "0"])
     rows = json.loads((out / "chain.json").read_text())

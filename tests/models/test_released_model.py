@@ -9,7 +9,7 @@ import pytest
 
 from edge.backends.onnxruntime import OnnxRuntimeBackend
 from edge.model import apply_thresholds, postprocess, preprocess
-from models.predict import main as predict_main
+from models.evaluation.predict import main as predict_main
 from edge.config import DEFAULT_MODEL, default_model_path, released_models
 from tests.conftest import RELEASED_MODEL
 

@@ -1,4 +1,4 @@
-"""Synthetic masks from YuNet's 5 landmarks (models.synth_masks) on a real training face."""
+"""Synthetic masks from YuNet's 5 landmarks (models.train.synth_masks) on a real training face."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from models.synth_masks import (KINDS, SHAPES, FaceFrame, augment_photo, mask_polygon, match_landmarks, point_in,
+from models.train.synth_masks import (KINDS, SHAPES, FaceFrame, augment_photo, mask_polygon, match_landmarks, point_in,
                                 synthesize, yunet_faces)
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"

@@ -16,7 +16,7 @@ def test_tiny_training_run_decreases_loss_and_resumes(face_mask_dir, tmp_path):
     out = tmp_path / "run"
     args = ["--data", face_mask_dir, "--out", out, "--batch", "4", "--limit", "8", "--crop", "160", "--width", "0.5",
             "--workers", "0", "--no-val", "--threads", "2", "--lr", "3e-3"]
-    r = run_cli("models.train", args + ["--epochs", "8"])
+    r = run_cli("models.train.detectnet_v2", args + ["--epochs", "8"])
     assert "precision: cpu" in r.stderr  # the run says which bf16 / channels_last it chose
     hist = json.loads((out / "history.json").read_text())
     assert len(hist) == 8
@@ -26,7 +26,7 @@ def test_tiny_training_run_decreases_loss_and_resumes(face_mask_dir, tmp_path):
     written = json.loads((out / "split.json").read_text())
     assert len(written["val"]) == len(split(read_voc(face_mask_dir))[1])
     # resume: continue the same run for 2 more epochs from last.pt
-    run_cli("models.train", args + ["--epochs", "10", "--resume"])
+    run_cli("models.train.detectnet_v2", args + ["--epochs", "10", "--resume"])
     hist2 = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in hist2] == list(range(1, 11))
     ck = torch.load(out / "last.pt", weights_only=False)
@@ -34,9 +34,9 @@ def test_tiny_training_run_decreases_loss_and_resumes(face_mask_dir, tmp_path):
 
 
 def test_training_with_face_zoom_and_repeat_factor_sampling(face_mask_dir, tmp_path):
-    # the release recipe's two options (models/detectnet_v2_r18/MODEL_CARD.md) run end to end
+    # the release recipe's two options (models/released/detectnet_v2_r18/MODEL_CARD.md) run end to end
     out = tmp_path / "run"
-    run_cli("models.train", ["--data", face_mask_dir, "--out", out, "--epochs", "2", "--batch", "4",
+    run_cli("models.train.detectnet_v2", ["--data", face_mask_dir, "--out", out, "--epochs", "2", "--batch", "4",
                              "--limit", "16", "--crop", "160", "--width", "0.25", "--workers", "0", "--no-val",
                              "--threads", "2", "--p-zoom", "0.5", "--rfs", "0.6"])
     hist = json.loads((out / "history.json").read_text())

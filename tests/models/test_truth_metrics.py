@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from models.evaluate import (UltraLightPeer, face_recall_by_width, nc_operating_point, truth_metrics, two_class,
+from models.evaluation.evaluate import (UltraLightPeer, face_recall_by_width, nc_operating_point, truth_metrics, two_class,
                              voc_ap)
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"

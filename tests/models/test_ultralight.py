@@ -72,7 +72,7 @@ def test_three_class_detector_starts_from_the_pretrained_classes_and_exports(tmp
     from edge.backends.onnxruntime import OnnxRuntimeBackend
     from edge.model import METADATA_KEY, postprocess, preprocess
     from models.export import export_onnx, load_checkpoint, parity
-    from models.finetune_ssd import ARCH, detector_meta
+    from models.train.ultralight import ARCH, detector_meta
     from models.nets.ultralight import UltraLightDetector
 
     base = load_ultralight(PTH)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edge.decoders import ClusterParams, YoloParams, assign_yolo, decode_yolo, yolo_grid
-from models.losses import difficulty_weights, flatten_levels, kd_loss, yolo_loss
+from models.train.losses import difficulty_weights, flatten_levels, kd_loss, yolo_loss
 
 HW = (96, 128)  # input (H, W): levels 12x16, 6x8, 3x4
 P = YoloParams()
@@ -147,7 +147,7 @@ def test_tiny_distillation_run_decreases_loss_and_exports(face_mask_dir, tmp_pat
     import cv2
 
     out = tmp_path / "kd"
-    run_cli("models.distill", ["--data", face_mask_dir, "--out", out, "--teacher", RELEASED_MODEL,
+    run_cli("models.train.yolo_student", ["--data", face_mask_dir, "--out", out, "--teacher", RELEASED_MODEL,
                                "--epochs", "6", "--batch", "4", "--limit", "8", "--crop", "160", "--width", "0.5",
                                "--workers", "0", "--no-val", "--threads", "2", "--input-w", "256", "--input-h", "160"])
     hist = json.loads((out / "history.json").read_text())

@@ -94,7 +94,7 @@ def test_checkpoint_exports_to_onnx_that_edge_decodes_like_pytorch(frame, yunet,
     from edge.backends.onnxruntime import OnnxRuntimeBackend
     from edge.model import postprocess, preprocess
     from models.export import export_onnx, load_checkpoint
-    from models.finetune import detector_meta, parse_args
+    from models.train.yunet import detector_meta, parse_args
 
     meta = detector_meta(parse_args(["--data", "x", "--out", "y"]))
     model = YuNetDetector(3, yunet).eval()

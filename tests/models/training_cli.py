@@ -1,4 +1,4 @@
-"""Run a training CLI (models.train / distill / prune) in a child process.
+"""Run a training CLI (models.train.detectnet_v2 / distill / prune) in a child process.
 
 Training runs through oneDNN, whose crashes (SIGSEGV in a convolution backward, seen with
 ``channels_last`` on a Zen-4 EPYC) cannot be caught in Python: in-process they would end the whole
@@ -27,7 +27,7 @@ def run_cli(module: str, args: Sequence[object], timeout: float = 900) -> subpro
     r = subprocess.run([sys.executable, "-m", module] + [str(a) for a in args], cwd=str(REPO), env=env,
                        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if r.returncode != 0:
-        why = (f"killed by {signal.Signals(-r.returncode).name} (a native crash: see models/precision.py)"
+        why = (f"killed by {signal.Signals(-r.returncode).name} (a native crash: see models/train/precision.py)"
                if r.returncode < 0 else f"exit status {r.returncode}")
         pytest.fail(f"python -m {module} {' '.join(map(str, args))}: {why}\n--- stderr (tail) ---\n{r.stderr[-3000:]}")
     return r

@@ -1,7 +1,7 @@
 """Which speed-ups a training or validation run may use: bf16 autocast and ``channels_last``.
 
 Both change only how the arithmetic is laid out, not what the network is, and both are fast on
-some CPUs and slow or unsafe on others (measured with ``python -m models.bench_train``; figures
+some CPUs and slow or unsafe on others (measured with ``python -m models.train.bench``; figures
 in ``docs/training.md``):
 
 * **bf16 autocast** is fast only where the CPU has native bf16 instructions (AVX-512 BF16 or

@@ -2,10 +2,10 @@
 
 CLI::
 
-    python -m models.evaluate --model models/detectnet_v2_r18/model.onnx \
+    python -m models.evaluation.evaluate --model models/released/detectnet_v2_r18/model.onnx \
         --data ../shared/data/face-mask-andrewmvd --out eval.json --plots eval_plots/
 
-    python -m models.evaluate --peer ../shared/weights/ultra-light/RFB-640-masked_face-v2.onnx \
+    python -m models.evaluation.evaluate --peer ../shared/weights/ultra-light/RFB-640-masked_face-v2.onnx \
         --data ../shared/data/ilc2021-dev --split all --out peer.json
 
 ``--split all`` takes every image of any VOC (or KITTI) folder; ``val`` / ``train`` apply the
@@ -16,7 +16,7 @@ threshold, and class-agnostic face recall by face width at 0.5 and 1.0 unmatched
 photo. ``--peer`` measures the Ultra-Light masked-face detector with the same code.
 
 A classifier model (metadata ``role: classifier``) gets the crop-level report, and ``--classifier CLS.onnx``
-scores the detector + classifier cascade: both in :mod:`models.evaluate_classifier`.
+scores the detector + classifier cascade: both in :mod:`models.evaluation.classifier`.
 
 AP@0.5 per class, mAP@0.5 and mAP@0.5:0.95 come from faster-coco-eval's COCOeval
 (101-point interpolated precision, as pycocotools). The operating point, PR
@@ -624,7 +624,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
     ap.add_argument("--sweep", action="store_true", help="only compare clustering variants (AP table) and exit")
     ap.add_argument("--classifier", type=Path, help="secondary classifier .onnx (role: classifier): score the "
-                    "detector + classifier cascade (models.evaluate_classifier); 'none': the same report for the "
+                    "detector + classifier cascade (models.evaluation.classifier); 'none': the same report for the "
                     "detector alone")
     ap.add_argument("--min-face", type=float, default=24.0, help="classifier: ground-truth crops >= this (px); "
                     "cascade: faces under this keep the detector's class")
@@ -633,7 +633,7 @@ def main(argv=None) -> int:
         ap.error("give exactly one of --model and --peer")
     from edge.config import model_role
     if a.model is not None and (model_role(a.model) == "classifier" or a.classifier):
-        from models import evaluate_classifier as ec  # crop-level report / cascade
+        from models.evaluation import classifier as ec  # crop-level report / cascade
         if a.classifier is None:
             return ec.main_crops(a.model, a.data, a.split, a.out, a.plots, a.min_face)
         return ec.main_cascade(a.model, None if str(a.classifier) == "none" else a.classifier, a.data, a.split, a.out,

@@ -2,7 +2,7 @@
 
 CLI (ONNX Runtime + the NumPy decoder; no torch)::
 
-    python -m models.predict --model models/detectnet_v2_r18/model.onnx \
+    python -m models.evaluation.predict --model models/released/detectnet_v2_r18/model.onnx \
         --images ../shared/data/videos/unmasked-man-outdoor-720p.mp4 --out detections.json --draw out/
 
 Output: a JSON list of ``{"file_name", "bbox": [x, y, w, h] (original px), "score",
@@ -32,7 +32,7 @@ import numpy as np
 
 from edge.model import ModelMeta, apply_thresholds, postprocess, preprocess
 
-log = logging.getLogger("models.predict")
+log = logging.getLogger("models.evaluation.predict")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
 #: BGR colours: mask green, no_mask red, mask_incorrect orange

@@ -42,7 +42,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-log = logging.getLogger("models.synth_masks")
+log = logging.getLogger("models.train.synth_masks")
 
 MASK, NO_MASK, MASK_INCORRECT = 0, 1, 2
 #: what is drawn -> the label the face gets

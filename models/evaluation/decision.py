@@ -3,7 +3,7 @@ write it into a copy of the model, and measure it on the other half.
 
 CLI::
 
-    python -m models.decision --model models/ultralight_mask/model.onnx --data ../shared/data/ilc2021-dev \
+    python -m models.evaluation.decision --model models/released/ultralight_mask/model.onnx --data ../shared/data/ilc2021-dev \
         --out runs/rule/model.onnx --json runs/rule/choice.json
 
 The rule (:func:`edge.decoders.prior_decision`, read by the runtime from the model's ONNX metadata
@@ -12,7 +12,7 @@ The rule (:func:`edge.decoders.prior_decision`, read by the runtime from the mod
 (``class``). Candidates: the plain rule (no priors) and a grid of weights ``w = (1, w_no_mask,
 w_mask_incorrect)`` in both score modes. Chosen on the ``--choose`` half (``models.data.half``: ``a`` =
 md5 of the file stem starting with 0-7): the highest mean as-output VOC AP@0.5 over mask, no_mask and
-mask_incorrect (:func:`models.evaluate.as_output_metrics`: one class per face). Then **one** threshold for
+mask_incorrect (:func:`models.evaluation.evaluate.as_output_metrics`: one class per face). Then **one** threshold for
 every class: the one giving the highest non-compliant (no_mask + mask_incorrect) recall at NC precision
 >= ``--min-precision`` (0.80) on the same half; if no threshold reaches it, the best NC F1. The other half
 is the report; it never chooses. The network runs once per photo; the decoder runs per candidate.
@@ -31,9 +31,9 @@ import cv2
 import numpy as np
 
 from edge.model import METADATA_KEY, ModelMeta, postprocess, preprocess
-from models.evaluate import as_output_metrics, nc_at_thresholds
+from models.evaluation.evaluate import as_output_metrics, nc_at_thresholds
 
-log = logging.getLogger("models.decision")
+log = logging.getLogger("models.evaluation.decision")
 W_NO_MASK = (0.75, 1.0, 1.5, 2.0, 3.0)
 W_INCORRECT = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 THRESHOLDS = tuple(np.round(np.arange(0.20, 0.951, 0.025), 3))
@@ -112,7 +112,7 @@ def choose(backend, samples, min_precision: float = 0.80) -> Dict:
 
 
 def embed_metrics(model: Path, eval_json: Path, label: str) -> Dict:
-    """Store the as-output figures of ``eval_json`` (``models.evaluate`` on a set that did **not** choose, e.g.
+    """Store the as-output figures of ``eval_json`` (``models.evaluation.evaluate`` on a set that did **not** choose, e.g.
     ilc2021-dev half b) in ``model``'s metadata ``metrics``: ``AP50_<class>``, ``mAP50``, ``mAP50_95`` (COCO, as
     output), ``no_mask_recall`` / ``no_mask_precision`` at the shipped thresholds, and ``metrics_set``."""
     import onnx
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="the model with the chosen rule (.onnx)")
     ap.add_argument("--json", type=Path, help="the choice and every candidate's figures")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--embed", type=Path, help="instead: store this models.evaluate JSON's as-output figures in "
+    ap.add_argument("--embed", type=Path, help="instead: store this models.evaluation.evaluate JSON's as-output figures in "
                     "--out's metadata (embed_metrics), labelled --embed-label")
     ap.add_argument("--embed-label", default="ilc2021-dev half b")
     a = ap.parse_args(argv)

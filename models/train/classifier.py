@@ -3,12 +3,12 @@
 CLI::
 
     # train (resumable: re-run the same command after an interruption)
-    python -m models.classifier train --data ../shared/data/face-mask-andrewmvd --out runs/cls \
+    python -m models.train.classifier train --data ../shared/data/face-mask-andrewmvd --out runs/cls \
         --imagenet ../shared/weights/imagenet/mobilenet_v2_1.0_imagenet_float.pth --epochs 10 --threads 1
     # choose detail_px on the validation split, then export with its metadata (role: classifier)
-    python -m models.classifier detail-sweep --model runs/cls/model.onnx --data ../shared/data/face-mask-andrewmvd
-    python -m models.classifier export --ckpt runs/cls/last.pt --out models/mask_classifier/model.onnx \
-        --version 1.0.0 --detail-px 32 --eval models/mask_classifier/eval_val.json
+    python -m models.train.classifier detail-sweep --model runs/cls/model.onnx --data ../shared/data/face-mask-andrewmvd
+    python -m models.train.classifier export --ckpt runs/cls/last.pt --out models/released/mask_classifier/model.onnx \
+        --version 1.0.0 --detail-px 32 --eval models/released/mask_classifier/eval_val.json
 
 Data: every labelled face of the training photos whose longer side is at least ``--min-face`` px, split
 by the detectors' name-hash rule (:func:`models.data.split`, validation = md5(stem) starts with 0 or 1).
@@ -49,7 +49,7 @@ from edge.model import METADATA_KEY, ModelMeta
 from models.data import Sample, read_voc, split
 from models.nets.mobilenet import IMAGENET_MEAN, IMAGENET_STD, MobileNetV2, load_imagenet, unfold_batchnorm
 
-log = logging.getLogger("models.classifier")
+log = logging.getLogger("models.train.classifier")
 
 INPUT_SIZE = 96        #: network input side (px)
 CROP_MARGIN = 0.2      #: crop = longer side + 20 % on each side
@@ -211,7 +211,7 @@ def torch_probs(model: CropClassifier, crops: np.ndarray, batch: int = 64) -> np
 def val_metrics(probs: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
     """Balanced accuracy mask vs no_mask (argmax over those two, on faces of those classes), per-class
     recall (3-way argmax) and their mean."""
-    from models.evaluate_classifier import crop_metrics
+    from models.evaluation.classifier import crop_metrics
 
     m = crop_metrics(probs, labels, list(CLASS_NAMES))
     return {"balanced_accuracy": m["balanced_accuracy"], "mean_recall": m["mean_recall"],
@@ -351,9 +351,9 @@ def main(argv=None) -> int:
     e.add_argument("--detail-px", type=int, default=0, help="store this detail cap (edge.classifier.cap_detail) in "
                    "the metadata; 0: off")
     e.add_argument("--eval", type=Path, action="append", default=[],
-                   help="crop-level report(s) from models.evaluate to embed as metrics (name: file stem)")
+                   help="crop-level report(s) from models.evaluation.evaluate to embed as metrics (name: file stem)")
     c = sub.add_parser("crops", help="write ground-truth face crops as JPEG files (INT8 calibration images for "
-                       "`maskwatch build-engine --model models/mask_classifier/model.onnx --precision int8 --calib-dir`, "
+                       "`maskwatch build-engine --model models/released/mask_classifier/model.onnx --precision int8 --calib-dir`, "
                        "or `maskwatch check-parity --model ... --images`)")
     c.add_argument("--data", type=Path, required=True)
     c.add_argument("--out", type=Path, required=True)
@@ -368,7 +368,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "detail-sweep":
         from edge.classifier import Classifier, cap_detail
-        from models.evaluate_classifier import crop_metrics
+        from models.evaluation.classifier import crop_metrics
 
         va = gt_crops(split(read_voc(a.data))[1], 24.0)
         cls = Classifier(a.model)

@@ -3,41 +3,41 @@
 CLI (the ablation of ``docs/distillation.md``; one stage from the pretrained YuNet-n, one CPU thread)::
 
     C="--data ../shared/data/face-mask-andrewmvd --crop 256 --epochs 2 --cls-lr-mult 5 --threads 1"
-    T="--teacher models/ultralight_mask/model.onnx --teacher-cache runs/ds/teacher_ultralight.npz"
+    T="--teacher models/released/ultralight_mask/model.onnx --teacher-cache runs/ds/teacher_ultralight.npz"
     # no KD: hard labels only (the teacher cache is not read)
-    python -m models.distill_student $C --out runs/ds/nokd_s0 --seed 0
+    python -m models.train.distill_student $C --out runs/ds/nokd_s0 --seed 0
     # KD: λ_i = sigmoid(conf_i - t) on the box and class terms (seed 000, eq. 4)
-    python -m models.distill_student $C $T --kd --out runs/ds/kd_s0 --seed 0
+    python -m models.train.distill_student $C $T --kd --out runs/ds/kd_s0 --seed 0
     # KD + the teacher's confident faces that no label accounts for, merged in as labels
-    python -m models.distill_student $C $T --kd --pseudo --out runs/ds/kdpl_s0 --seed 0
+    python -m models.train.distill_student $C $T --kd --pseudo --out runs/ds/kdpl_s0 --seed 0
 
 What it does:
 
 * **Student**: :class:`models.nets.yunet.YuNetDetector` (YuNet-n, anchor-free, strides 8 / 16 / 32)
-  from ``../shared/weights/yunet/yunet_n.pth`` (:func:`models.finetune.build_model`), in the runtime's
+  from ``../shared/weights/yunet/yunet_n.pth`` (:func:`models.train.yunet.build_model`), in the runtime's
   ``yolo`` decoder convention: ``models.export`` and ``scripts/release_finetuned.sh`` export its
   ``best.pt`` and ``edge/`` runs it unchanged, like ``yunet_mask``.
 * **Teacher** (:func:`ssd_teacher_predictions`): the default detector's ONNX file run by ONNX Runtime
   once per training photo at its deployed input and decoded exactly as the runtime decodes it
   (:func:`edge.model.postprocess`: SSD decoder, per-class NMS, class-agnostic NMS, nested-box
   suppression: one box and one class per face), cached to ``--teacher-cache`` (.npz, the
-  :mod:`models.distill` format). Per object: box, confidence (its score) and class logits
+  :mod:`models.train.yolo_student` format). Per object: box, confidence (its score) and class logits
   (:func:`ssd_class_logits`: the softmax of the priors that produced the box, background dropped).
   Optionally (``--class-teacher classifier | mean``) the secondary classifier ``mask_classifier``
   gives (or is averaged into) the class distribution of each teacher face, on the crop the runtime
   would cut.
-* **KD** (seed 000 §III.B, Algorithm 1, eqs. 4-6; :func:`models.losses.kd_loss`):
+* **KD** (seed 000 §III.B, Algorithm 1, eqs. 4-6; :func:`models.train.losses.kd_loss`):
   ``L = L_hard + w · Σ_i λ_i L_KD,i`` with ``λ_i = sigmoid(conf_i - t)`` weighting both the box term
   (squared centre/size error in strides) and the temperature-softened class BCE; teacher objects are
   matched to student cells like labels (:func:`edge.decoders.assign_yolo`) and carried through the
-  same augmentation (:class:`models.finetune.FaceSet`).
+  same augmentation (:class:`models.train.yunet.FaceSet`).
 * **Pseudo-labels** (:func:`merge_pseudo_labels`): a teacher object with confidence ``>= --pseudo-conf``
   whose box has IoU ``<= --pseudo-iou`` with every label (and covers at most half of the smaller box of
   any label) is a face the annotators missed; it becomes a label of the teacher's class. With
   ``--pseudo-yunet-conf`` it must also be a face for the pretrained YuNet-n (IoU >= 0.5 with a YuNet
   face at that confidence: face presence from the face detector, class from the mask detector).
-* **Hard labels** :func:`models.finetune.finetune_loss`; sampling, schedule, EMA, validation and
-  checkpoints as :mod:`models.finetune` (resumable with ``--resume``). The repeat-factor sampling is
+* **Hard labels** :func:`models.train.yunet.finetune_loss`; sampling, schedule, EMA, validation and
+  checkpoints as :mod:`models.train.yunet` (resumable with ``--resume``). The repeat-factor sampling is
   computed from the original labels in every setting, so the three ablation rows draw the same photos.
 
 Only the training split of the training photos is ever run through the teachers; ``ilc2021-dev`` is
@@ -61,20 +61,20 @@ from torch.utils.data import DataLoader
 from edge.decoders import CLASS_NAMES, YoloParams, box_iou, yolo_grid
 from edge.model import postprocess, preprocess
 from models.data import Sample, class_counts, repeat_factors
-from models.distill import TeacherDets, load_teacher, save_teacher
-from models.finetune import (DEFAULT_YUNET, FaceSet, add_schedule_args, build_model, detector_meta, end_epoch,
+from models.train.yolo_student import TeacherDets, load_teacher, save_teacher
+from models.train.yunet import (DEFAULT_YUNET, FaceSet, add_schedule_args, build_model, detector_meta, end_epoch,
                              face_teacher, finetune_loss, load_faces, save_faces, start_run, unlabelled_faces,
                              validate)
-from models.losses import difficulty_weights, flatten_levels, kd_loss
+from models.train.losses import difficulty_weights, flatten_levels, kd_loss
 from models.nets.yunet import STRIDES
-from models.train import EMA, warmup_cosine
+from models.train.detectnet_v2 import EMA, warmup_cosine
 
-log = logging.getLogger("models.distill_student")
+log = logging.getLogger("models.train.distill_student")
 cv2.setNumThreads(1)
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_TEACHER = REPO / "models" / "ultralight_mask" / "model.onnx"
-DEFAULT_CLASSIFIER = REPO / "models" / "mask_classifier" / "model.onnx"
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_TEACHER = REPO / "models" / "released" / "ultralight_mask" / "model.onnx"
+DEFAULT_CLASSIFIER = REPO / "models" / "released" / "mask_classifier" / "model.onnx"
 
 
 def lambda_weights(conf: np.ndarray, t: float = 0.5) -> np.ndarray:
@@ -86,7 +86,7 @@ def lambda_weights(conf: np.ndarray, t: float = 0.5) -> np.ndarray:
 
     Returns:
         (K,) float32 weights in (0, 1): 0.5 at ``conf == t``, increasing in ``conf``; the same function
-        :func:`models.losses.kd_loss` applies (:func:`models.losses.difficulty_weights`).
+        :func:`models.train.losses.kd_loss` applies (:func:`models.train.losses.difficulty_weights`).
     """
     return difficulty_weights(torch.as_tensor(np.asarray(conf, np.float32)), t).numpy()
 
@@ -142,7 +142,7 @@ def ssd_teacher_predictions(onnx_path: Path, samples: Sequence[Sample], min_conf
 
     Returns:
         Per image stem ``(boxes (K, 4) float32 xyxy photo px, conf (K,) float32 score 0-1,
-        logits (K, C) float32 log-probabilities)`` (:data:`models.distill.TeacherDets`).
+        logits (K, C) float32 log-probabilities)`` (:data:`models.train.yolo_student.TeacherDets`).
 
     Raises:
         ValueError: the model's decoder is not ``ssd``, or ``class_teacher`` is unknown.
@@ -188,7 +188,7 @@ def merge_pseudo_labels(gt_boxes: np.ndarray, gt_labels: np.ndarray, t_boxes: np
 
     A teacher object becomes a label when its confidence is ``>= min_conf`` and it matches no label:
     IoU ``<= max_iou`` with every label and its intersection with any label at most ``max_inside`` of
-    the smaller box (:func:`models.finetune.unlabelled_faces`). With ``faces`` given (the face
+    the smaller box (:func:`models.train.yunet.unlabelled_faces`). With ``faces`` given (the face
     detector's boxes), it must also overlap one of them at IoU ``>= face_iou`` whose confidence is
     ``>= min_face_conf``.
 
@@ -411,7 +411,7 @@ def summarize(runs: Sequence[Path]) -> str:
 def main(argv=None) -> int:
     import sys
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["summarize"]:  # python -m models.distill_student summarize runs/ds/*_s?
+    if argv[:1] == ["summarize"]:  # python -m models.train.distill_student summarize runs/ds/*_s?
         print(summarize([Path(a) for a in argv[1:]]))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

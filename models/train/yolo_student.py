@@ -1,16 +1,16 @@
 """Train the YOLO student, alone (baseline) or with difficulty-aware knowledge distillation.
 
-CLI (the released student's recipe; see models/yolo_student_baseline/MODEL_CARD.md)::
+CLI (the released student's recipe; see models/released/yolo_student_baseline/MODEL_CARD.md)::
 
     # baseline: hard labels only
-    python -m models.distill --data ../shared/data/face-mask-andrewmvd --out runs/student_base --epochs 60
+    python -m models.train.yolo_student --data ../shared/data/face-mask-andrewmvd --out runs/student_base --epochs 60
     # distilled from the ResNet-18 DetectNet_v2 teacher, λ_i = sigmoid(conf_i - t)
-    python -m models.distill --data ../shared/data/face-mask-andrewmvd --out runs/student_kd --epochs 60 \\
-        --teacher models/detectnet_v2_r18/model.onnx --kd-t 0.5
+    python -m models.train.yolo_student --data ../shared/data/face-mask-andrewmvd --out runs/student_kd --epochs 60 \\
+        --teacher models/released/detectnet_v2_r18/model.onnx --kd-t 0.5
 
 Distillation follows seed 000 §III.B (Algorithm 1): ``L_total = L_hard + Σ_i λ_i · L_KD,i`` with
 ``λ_i = sigmoid(conf_i - t)`` (eq. 4) and ``L_KD`` the squared box error plus the BCE between the
-temperature-softened class distributions (eqs. 5-6); see :func:`models.losses.kd_loss`.
+temperature-softened class distributions (eqs. 5-6); see :func:`models.train.losses.kd_loss`.
 
 **Teacher predictions.** The teacher (a different architecture: DetectNet_v2 coverage/bbox grid at
 stride 16) is run once per training image, on the whole photo at its deployed input size, and its
@@ -43,14 +43,14 @@ from tqdm import tqdm
 
 from edge.decoders import CLASS_NAMES, YoloParams, assign_yolo, yolo_grid
 from edge.model import ModelMeta, postprocess, preprocess
-from models import augment
+from models.train import augment
 from models.data import Sample, class_counts, read_dataset, split, write_split
-from models.losses import flatten_levels, kd_loss, yolo_loss
+from models.train.losses import flatten_levels, kd_loss, yolo_loss
 from models.nets.yolo import STRIDES, YoloStudent
-from models import precision as precision_
-from models.train import EMA, plot_curves, resume_from, seed_everything, validate, warmup_cosine
+from models.train import precision as precision_
+from models.train.detectnet_v2 import EMA, plot_curves, resume_from, seed_everything, validate, warmup_cosine
 
-log = logging.getLogger("models.distill")
+log = logging.getLogger("models.train.yolo_student")
 cv2.setNumThreads(1)  # the data-loader worker shares 2 cores with training
 
 #: What the teacher cache holds per image stem: (boxes (K,4) xyxy px of the photo, conf (K,), logits (K,C)).

@@ -1,14 +1,14 @@
 """Train the DetectNet_v2-style ResNet-18 mask detector.
 
-CLI (the released model's recipe; see models/detectnet_v2_r18/MODEL_CARD.md)::
+CLI (the released model's recipe; see models/released/detectnet_v2_r18/MODEL_CARD.md)::
 
-    python -m models.train --data ../shared/data/face-mask-andrewmvd --out runs/r18 --epochs 45
+    python -m models.train.detectnet_v2 --data ../shared/data/face-mask-andrewmvd --out runs/r18 --epochs 45
 
 Seeded; a tqdm bar shows loss and ETA; ``last.pt`` is written every epoch and
 ``--resume`` continues from it; validation mAP (faster-coco-eval) is computed
 every epoch and ``best.pt`` keeps the best EMA weights; ``curves.png`` plots loss
 and mAP. Uses CUDA when present, else the CPU; bf16 autocast and ``channels_last`` are chosen
-per machine by :mod:`models.precision` (``--bf16``, ``--channels-last``: auto | on | off).
+per machine by :mod:`models.train.precision` (``--bf16``, ``--channels-last``: auto | on | off).
 """
 from __future__ import annotations
 
@@ -31,15 +31,15 @@ from tqdm import tqdm
 
 from edge.decoders import CLASS_NAMES, DetectNetV2Params, encode_detectnet_v2
 from edge.model import ModelMeta
-from models import augment
+from models.train import augment
 from models.data import Sample, class_counts, read_dataset, repeat_factors, split, write_split
-from models.evaluate import coco_metrics, run_images
-from models.losses import detectnet_v2_loss
+from models.evaluation.evaluate import coco_metrics, run_images
+from models.train.losses import detectnet_v2_loss
 from models.nets import DetectNetV2
-from models import precision as precision_
-from models.precision import Precision
+from models.train import precision as precision_
+from models.train.precision import Precision
 
-log = logging.getLogger("models.train")
+log = logging.getLogger("models.train.detectnet_v2")
 
 
 class TrainSet(Dataset):
@@ -111,7 +111,7 @@ def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int, warm_steps: int)
 
 
 def resume_from(last: Path, model: torch.nn.Module, ema: "EMA", opt, sched, device="cpu"):
-    """Restore a ``last.pt`` written by :func:`fit` (or ``models.distill``) into the given objects.
+    """Restore a ``last.pt`` written by :func:`fit` (or ``models.train.yolo_student``) into the given objects.
 
     Returns ``(start_epoch, best, history, step)``.
     """
@@ -216,7 +216,7 @@ def fit(args: argparse.Namespace, model: torch.nn.Module | None = None, ckpt_ext
     """Train as configured by :func:`parse_args`; returns the history list's last entry.
 
     ``model``: a prebuilt DetectNetV2-compatible module (``x (B,3,H,W) -> (coverage, bbox)``) to
-    train instead of building one from ``--width``/``--init`` (used by :mod:`models.prune` to
+    train instead of building one from ``--width``/``--init`` (used by :mod:`models.train.prune` to
     fine-tune a pruned network); checkpoints then still record ``widths`` from ``--width``.
     ``ckpt_extra``: extra keys stored in ``last.pt`` and ``best.pt`` (e.g. a pruned model's
     ``arch`` and channel counts, so :func:`models.export.load_checkpoint` can rebuild it).

@@ -3,15 +3,15 @@
 CLI::
 
     # the chain: one stage per ratio, each followed by fine-tuning (checkpoints runs/prune/stageK.pt)
-    python -m models.prune --ckpt runs/r18/best.pt --out runs/prune --data ../shared/data/face-mask-andrewmvd \
+    python -m models.train.prune --ckpt runs/r18/best.pt --out runs/prune --data ../shared/data/face-mask-andrewmvd \
         --ratio 0.29 0.22 0.33 --epochs 8 9 12 --lr 5e-4
     # or TAO's magnitude threshold (-pth) instead of a ratio, one value per stage
-    python -m models.prune --ckpt runs/r18/best.pt --out runs/prune_t --data ... --threshold 0.1
+    python -m models.train.prune --ckpt runs/r18/best.pt --out runs/prune_t --data ... --threshold 0.1
     # afterwards: export, evaluate (ONNX Runtime) and time every stage -> the pruning table
-    python -m models.prune --report --ckpt runs/r18/best.pt --out runs/prune --data ... \
+    python -m models.train.prune --report --ckpt runs/r18/best.pt --out runs/prune --data ... \
         --table runs/prune/pruning_table.json
     # release one stage (export -> evaluate -> export with thresholds + parity -> latency)
-    python -m models.prune --release models/detectnet_v2_r18_pruned --ckpt runs/prune/stage2.pt --out runs/prune --data ...
+    python -m models.train.prune --release models/released/detectnet_v2_r18_pruned --ckpt runs/prune/stage2.pt --out runs/prune --data ...
 
 How channels are chosen (what TAO's ``prune`` does, with torch-pruning's DependencyGraph):
 
@@ -35,7 +35,7 @@ How channels are chosen (what TAO's ``prune`` does, with torch-pruning's Depende
   ``--granularity`` by keeping the next most important channels (TAO ``-m`` and ``-pg``).
 
 Checkpoint format of a pruned model (``stageK.pt``, and ``best.pt``/``last.pt`` in its stage
-folder): the keys of :mod:`models.train`'s checkpoints (``ema`` weights, ``widths`` of the
+folder): the keys of :mod:`models.train.detectnet_v2`'s checkpoints (``ema`` weights, ``widths`` of the
 unpruned network, ``meta`` ModelMeta JSON) plus ``arch = "detectnet_v2_pruned"`` and
 ``channels`` = {module name: [out_channels, in_channels] for Conv2d, [num_features] for BatchNorm2d}.
 :func:`load_pruned` rebuilds the network from them, so :func:`models.export.load_checkpoint` (its
@@ -61,10 +61,10 @@ import torch_pruning as tp
 from torch_pruning.pruner import function as tpf
 
 from edge.model import ModelMeta
-from models import precision as precision_
+from models.train import precision as precision_
 from models.nets import DetectNetV2
 
-log = logging.getLogger("models.prune")
+log = logging.getLogger("models.train.prune")
 ARCH = "detectnet_v2_pruned"
 
 
@@ -215,11 +215,11 @@ def _stats(model: nn.Module, meta: ModelMeta) -> Dict[str, float]:
 
 def _validate(model: nn.Module, meta: ModelMeta, data: Path, val_hex: str, threads: int) -> Dict[str, float]:
     from models.data import read_dataset, split
-    from models.train import validate
+    from models.train.detectnet_v2 import validate
 
     torch.set_num_threads(threads)
     _, val = split(read_dataset(data), val_hex)
-    prec = precision_.choose(torch.device("cpu"))  # the pruned network's odd channel counts: see models.precision
+    prec = precision_.choose(torch.device("cpu"))  # the pruned network's odd channel counts: see models.train.precision
     res = validate(prec.model(model), meta, val, torch.device("cpu"), amp=prec.bf16, channels_last=prec.channels_last)
     model.to(memory_format=torch.contiguous_format)
     return res
@@ -228,7 +228,7 @@ def _validate(model: nn.Module, meta: ModelMeta, data: Path, val_hex: str, threa
 def run_chain(a: argparse.Namespace) -> List[Dict]:
     """Prune -> fine-tune, one stage per ``--ratio``/``--threshold`` value; writes ``OUT/chain.json``."""
     from models.export import load_checkpoint
-    from models.train import fit, parse_args
+    from models.train.detectnet_v2 import fit, parse_args
 
     a.out.mkdir(parents=True, exist_ok=True)
     model, meta = load_checkpoint(a.ckpt)
@@ -299,7 +299,7 @@ def run_chain(a: argparse.Namespace) -> List[Dict]:
 
 # ---------------------------------------------------------------------------------------------- report
 def _latency(onnx_path: Path, runs: int) -> Dict[str, float]:
-    from models.benchmark import main as bench_main
+    from models.evaluation.benchmark import main as bench_main
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -311,11 +311,11 @@ def report(a: argparse.Namespace) -> List[Dict]:
     """Export every stage (and the unpruned ``--ckpt``) to ONNX, evaluate it in ONNX Runtime and time it.
 
     Rows: stage, channel ratio / threshold, params_M, GFLOPs, percentages of the unpruned model,
-    ONNX Runtime batch-1 latency (models.benchmark), and models.evaluate's metrics.
+    ONNX Runtime batch-1 latency (models.evaluation.benchmark), and models.evaluation.evaluate's metrics.
     """
     from edge.backends.onnxruntime import OnnxRuntimeBackend
     from models.data import read_dataset, split
-    from models.evaluate import evaluate
+    from models.evaluation.evaluate import evaluate
     from models.export import export_onnx, load_checkpoint, model_stats
 
     _, val = split(read_dataset(a.data), a.val_hex)
@@ -360,13 +360,13 @@ def release(a: argparse.Namespace) -> Path:
     """Release one pruned stage as ``scripts/release_detectnet_v2.sh`` does for the unpruned model.
 
     ``--ckpt`` (a stageK.pt) -> ``RELEASE/model{suffix}.onnx`` with thresholds and metrics embedded,
-    ``eval{suffix}.json`` + ``pr_curve{suffix}.png`` + ``confusion_matrix{suffix}.png`` (models.evaluate on
+    ``eval{suffix}.json`` + ``pr_curve{suffix}.png`` + ``confusion_matrix{suffix}.png`` (models.evaluation.evaluate on
     the validation split), ``export{suffix}.json`` (parity on 8 real images + params/FLOPs),
-    ``latency{suffix}.json`` (models.benchmark), ``training_curves{suffix}.png`` and ``split.json``.
+    ``latency{suffix}.json`` (models.evaluation.benchmark), ``training_curves{suffix}.png`` and ``split.json``.
     """
     from edge.backends.onnxruntime import OnnxRuntimeBackend
     from models.data import read_dataset, split
-    from models.evaluate import evaluate
+    from models.evaluation.evaluate import evaluate
     from models.export import export_onnx, load_checkpoint, model_stats, parity
 
     out, sfx = a.release, a.suffix
@@ -410,7 +410,7 @@ def markdown_table(rows: Sequence[Dict]) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", type=Path, required=True, help="starting checkpoint (models.train best.pt, or a stageK.pt)")
+    ap.add_argument("--ckpt", type=Path, required=True, help="starting checkpoint (models.train.detectnet_v2 best.pt, or a stageK.pt)")
     ap.add_argument("--out", type=Path, required=True, help="run folder: stageK.pt, stageK/ (fine-tuning), chain.json")
     ap.add_argument("--data", type=Path, default=Path("../shared/data/face-mask-andrewmvd"))
     g = ap.add_mutually_exclusive_group()

@@ -1,19 +1,19 @@
 """Fine-tune the pretrained Ultra-Light RFB masked-face SSD into the 3-class mask detector (issue 12:
-the second pretrained starting point, next to YuNet-n in :mod:`models.finetune`).
+the second pretrained starting point, next to YuNet-n in :mod:`models.train.yunet`).
 
 CLI (the same data and schedule as the retired yunet_mask, docs/models.md: two stages of 4 epochs, one thread)::
 
     C="--data ../shared/data/face-mask-andrewmvd --crop 256 --epochs 4"
-    python -m models.finetune_ssd $C --out runs/ul/s1
-    python -m models.finetune_ssd $C --out runs/ul/s2 --init-ckpt runs/ul/s1/best.pt --lr 1e-3
-    python -m models.finetune_ssd --data ../shared/data/face-mask-andrewmvd --out runs/ul/zeroshot --zero-shot
+    python -m models.train.ultralight $C --out runs/ul/s1
+    python -m models.train.ultralight $C --out runs/ul/s2 --init-ckpt runs/ul/s1/best.pt --lr 1e-3
+    python -m models.train.ultralight --data ../shared/data/face-mask-andrewmvd --out runs/ul/zeroshot --zero-shot
 
 What it does:
 
 * **Start**: :class:`models.nets.ultralight.UltraLightDetector` from
   ``../shared/weights/ultra-light/RFB-640-masked_face-v2.pth`` (backbone, boxes pretrained; classes
   remapped: mask <- masked_face, no_mask <- face, mask_incorrect <- their mean, lowered).
-* **Data**: :class:`models.finetune.FaceSet`'s pipeline unchanged (training split by md5 of the stem,
+* **Data**: :class:`models.train.yunet.FaceSet`'s pipeline unchanged (training split by md5 of the stem,
   face zoom to 40-250 px on ``--p-zoom`` of the photos else the 0.6-2.5x scale jitter, crop, flip,
   colour jitter, repeat-factor sampling); only the targets differ: SSD prior matching
   (:func:`match_priors`) instead of the YOLO cell assignment.
@@ -22,10 +22,10 @@ What it does:
   ``--min-neg K``: every crop contributes at least K hard negatives, also a crop without a face
   (SSD's rule gives those none: the photos' shelves, signs and foliage would never be negatives).
 * **Ignore regions** (``--pseudo ignore``): priors on faces the pretrained YuNet finds and no label
-  accounts for (:func:`models.finetune.unlabelled_faces`) are neither positives nor negatives, so
+  accounts for (:func:`models.train.yunet.unlabelled_faces`) are neither positives nor negatives, so
   the missing annotations are not mined as hard negatives.
 * Validation every epoch on the validation split at the deployed 640x352 letterbox by
-  :func:`models.finetune.validate` (VOC mAP@0.5 mask/no_mask picks ``best.pt``), the same figures as
+  :func:`models.train.yunet.validate` (VOC mAP@0.5 mask/no_mask picks ``best.pt``), the same figures as
   the YuNet runs.
 
 No bf16 autocast and no channels_last. Resumable (``--resume``).
@@ -47,13 +47,13 @@ from torch.utils.data import DataLoader
 
 from edge.decoders import CLASS_NAMES
 from edge.model import ModelMeta
-from models import augment
-from models.finetune import DEFAULT_YUNET, add_schedule_args, end_epoch, start_run, training_unlabelled_faces, validate
+from models.train import augment
+from models.train.yunet import DEFAULT_YUNET, add_schedule_args, end_epoch, start_run, training_unlabelled_faces, validate
 from models.nets.ultralight import UltraLightDetector, encode_boxes, load_ultralight, priors
 
-log = logging.getLogger("models.finetune_ssd")
+log = logging.getLogger("models.train.ultralight")
 
-DEFAULT_WEIGHTS = (Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "ultra-light"
+DEFAULT_WEIGHTS = (Path(__file__).resolve().parents[2].parent / "shared" / "weights" / "ultra-light"
                    / "RFB-640-masked_face-v2.pth")
 ARCH = "ultralight_detector"
 
@@ -170,10 +170,10 @@ def multibox_loss(conf: torch.Tensor, loc: torch.Tensor, tgt_labels: torch.Tenso
 
 
 def _face_set_class():
-    from models.finetune import FaceSet
+    from models.train.yunet import FaceSet
 
     class SSDFaceSet(FaceSet):
-        """:class:`models.finetune.FaceSet`'s photos and augmentation with SSD targets.
+        """:class:`models.train.yunet.FaceSet`'s photos and augmentation with SSD targets.
 
         Items: ``image (3, S, S) float32 RGB / 255, tgt_loc (P, 4) float32 encoded offsets, tgt_labels (P,)
         int64`` (0 background, c + 1 for class c) for the priors of an S x S crop.
@@ -201,8 +201,8 @@ def _face_set_class():
             boxes = np.concatenate([gt, ub])
             img = self.images[i]
             labels = np.asarray(s.labels, np.int64)
-            if self.p_synth > 0 and s.image.stem in self.synth:  # synthetic masks / beards / hands (models.synth_masks)
-                from models.synth_masks import augment_photo
+            if self.p_synth > 0 and s.image.stem in self.synth:  # synthetic masks / beards / hands (models.train.synth_masks)
+                from models.train.synth_masks import augment_photo
                 img, labels = augment_photo(img, labels, self.synth[s.image.stem], self.synth_rng, self.p_synth)
             if n_gt and self.rng.random() < self.p_zoom:  # as FaceSet: one labelled face to 40-250 px
                 h0, w0 = img.shape[:2]
@@ -236,15 +236,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="hard negatives per image at least (0: as SSD; images without faces then teach nothing)")
     ap.add_argument("--pseudo", choices=["none", "ignore"], default="none",
                     help="ignore: priors on faces the pretrained YuNet finds and no label accounts for are "
-                         "neither positives nor negatives (models.finetune.unlabelled_faces)")
+                         "neither positives nor negatives (models.train.yunet.unlabelled_faces)")
     ap.add_argument("--pseudo-conf", type=float, default=0.5, help="YuNet confidence of an unlabelled face")
-    ap.add_argument("--faces-cache", type=Path, help="YuNet face predictions .npz (models.finetune; made if missing)")
+    ap.add_argument("--faces-cache", type=Path, help="YuNet face predictions .npz (models.train.yunet; made if missing)")
     ap.add_argument("--yunet", type=Path, default=DEFAULT_YUNET, help="YuNet checkpoint of the face teacher")
     ap.add_argument("--synth", type=float, default=0.0,
-                    help="synthetic masks (models.synth_masks): probability that a training no_mask face with YuNet "
+                    help="synthetic masks (models.train.synth_masks): probability that a training no_mask face with YuNet "
                          "landmarks is drawn on in a sample (worn mask -> mask, under the nose / on the chin -> "
                          "mask_incorrect, beard / hand over the mouth -> no_mask); 0: off")
-    ap.add_argument("--synth-cache", type=Path, help="YuNet landmarks .npz (models.synth_masks; made if missing; "
+    ap.add_argument("--synth-cache", type=Path, help="YuNet landmarks .npz (models.train.synth_masks; made if missing; "
                     "default OUT/landmarks.npz)")
     add_schedule_args(ap)
     ap.set_defaults(epochs=4, crop=256)
@@ -261,7 +261,7 @@ def build_model(args) -> UltraLightDetector:
 def fit(args: argparse.Namespace) -> List[Dict]:
     """Train as configured by :func:`parse_args`; returns the history (one dict per epoch)."""
     from models.data import class_counts, repeat_factors
-    from models.train import EMA, warmup_cosine
+    from models.train.detectnet_v2 import EMA, warmup_cosine
 
     train_s, val_s = start_run(args)
     meta = detector_meta(args.input_w, args.input_h)
@@ -280,7 +280,7 @@ def fit(args: argparse.Namespace) -> List[Dict]:
              sum(len(v) for v in unlabelled.values()) if unlabelled else 0, args.min_neg)
     synth = None
     if args.synth > 0:  # landmarks of the training photos only
-        from models.synth_masks import face_landmarks
+        from models.train.synth_masks import face_landmarks
         synth = face_landmarks(train_s, args.yunet, args.synth_cache or args.out / "landmarks.npz")
         log.info("synthesis on %d no_mask faces (p %.2f)", sum(len(v) for v in synth.values()), args.synth)
     ds = _face_set_class()(train_s, args.crop, args.p_zoom, args.scale, args.seed, args.iou_threshold, unlabelled,
@@ -288,7 +288,7 @@ def fit(args: argparse.Namespace) -> List[Dict]:
     ds.set_random_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed)
     bs = min(args.batch, len(ds))
-    if args.rfs > 0:  # repeat-factor sampling (LVIS), as models.finetune
+    if args.rfs > 0:  # repeat-factor sampling (LVIS), as models.train.yunet
         from torch.utils.data import WeightedRandomSampler
         sampler = WeightedRandomSampler(torch.from_numpy(repeat_factors(train_s, args.rfs)), num_samples=len(ds),
                                         replacement=True, generator=g)

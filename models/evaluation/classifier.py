@@ -1,6 +1,6 @@
 """Evaluation of the secondary mask classifier: on ground-truth crops, and the cascade end to end.
 
-Crop level (``python -m models.evaluate --model CLS.onnx --data VOC_DIR --split all --out report.json``,
+Crop level (``python -m models.evaluation.evaluate --model CLS.onnx --data VOC_DIR --split all --out report.json``,
 dispatched here when the model's metadata says ``role: classifier``): every ground-truth face whose
 longer side is >= ``--min-face`` px (24 by default) is cut out with the runtime's own crop
 (:func:`edge.classifier.crop_faces`) and classified; the report holds
@@ -14,7 +14,7 @@ longer side is >= ``--min-face`` px (24 by default) is cut out with the runtime'
 
 Cascade (``--model DET.onnx --classifier CLS.onnx``, or ``--cascade-default``): the detector's boxes at a
 low score (0.05) are classified with :func:`edge.classifier.classify_detections` (the function the
-runtime and ``models.predict`` use); each box gives one scored detection per class, score =
+runtime and ``models.evaluation.predict`` use); each box gives one scored detection per class, score =
 detector score x combined class probability; then COCO AP@0.5 per class, mean AP over mask and
 no_mask, and the non-compliant (no_mask or mask_incorrect) operating point: of the boxes kept at the
 detector's operating thresholds whose decided class is non-compliant, ``nc_precision`` is the share
@@ -172,11 +172,11 @@ def evaluate_cascade(detector, cls: Optional[Classifier], samples, min_crop_px: 
 def _cascade_figures(cached, weight: float, cls: Optional[Classifier], min_crop_px: float) -> Dict:
     """Headline ``as_output``: every box the detector emits (floor 0.05) with the class the cascade decides
     (:func:`edge.classifier.classify_detections` + :func:`edge.classifier.decide`) and the detector's score,
-    one class per face, scored by :func:`models.evaluate.as_output_metrics`; the operating point keeps the
+    one class per face, scored by :func:`models.evaluation.evaluate.as_output_metrics`; the operating point keeps the
     boxes at the detector's shipped thresholds (what :class:`edge.detector.Detector` passes to the tracker)
     with their decided class. Secondary ``per_class_scores``: COCO AP of every box repeated once per class
     with score ``detector score x combined probability`` (not what the appliance outputs)."""
-    from models.evaluate import as_output_metrics, coco_metrics, nc_operating_point
+    from models.evaluation.evaluate import as_output_metrics, coco_metrics, nc_operating_point
 
     C = len(CLASS_NAMES)
     nc = [CLASS_NAMES.index("no_mask"), CLASS_NAMES.index("mask_incorrect")]
@@ -213,13 +213,13 @@ def _cascade_figures(cached, weight: float, cls: Optional[Classifier], min_crop_
 
 
 def _class_points_kept(gts, kept) -> Dict:
-    from models.evaluate import class_points
+    from models.evaluation.evaluate import class_points
     return class_points(gts, kept, np.zeros(len(CLASS_NAMES), np.float32))
 
 
 def main_crops(model: Path, data: Path, split_name: str, out: Optional[Path], plots: Optional[Path],
                min_face: float = 24.0) -> int:
-    """``models.evaluate`` for a ``role: classifier`` model: the crop-level report."""
+    """``models.evaluation.evaluate`` for a ``role: classifier`` model: the crop-level report."""
     from models.data import read_dataset, select
 
     cls = Classifier(model)
@@ -234,7 +234,7 @@ def main_crops(model: Path, data: Path, split_name: str, out: Optional[Path], pl
 
 def main_cascade(detector_path: Path, classifier_path: Optional[Path], data: Path, split_name: str,
                  out: Optional[Path], min_crop_px: float = 24.0, weight: float = 0.8) -> int:
-    """``models.evaluate --classifier``: the cascade report."""
+    """``models.evaluation.evaluate --classifier``: the cascade report."""
     from edge.backends.onnxruntime import OnnxRuntimeBackend
     from models.data import read_dataset, select
 

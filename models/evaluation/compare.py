@@ -2,12 +2,12 @@
 
 CLI::
 
-    python -m models.compare --out docs/model_comparison.md --plot models/accuracy_vs_latency.png \\
+    python -m models.evaluation.compare --out docs/model_comparison.md --plot models/released/accuracy_vs_latency.png \\
         --ablation runs/s_base runs/s_kd_t25 runs/s_kd_t50 runs/s_kd_t75 runs/s_kd_fixed runs/s_kd_w025 runs/s_kd_clsonly
 
-Reads, for each folder ``models/<name>/`` holding a ``model.onnx``: ``eval.json`` (models.evaluate),
-``latency.json`` (models.benchmark) and ``export.json`` (models.export: params, GFLOPs), and
-``models/detectnet_v2_r18_pruned/pruning_table.json`` when present. All figures come from the same
+Reads, for each folder ``models/released/<name>/`` holding a ``model.onnx``: ``eval.json`` (models.evaluation.evaluate),
+``latency.json`` (models.evaluation.benchmark) and ``export.json`` (models.export: params, GFLOPs), and
+``models/released/detectnet_v2_r18_pruned/pruning_table.json`` when present. All figures come from the same
 validation split (102 images) and the same 2-core CPU. Prints Markdown tables:
 
 * detectors in the style of seed 004 Tables 1-2 (AP per class, mAP@0.5, ONNX Runtime latency and fps);
@@ -24,7 +24,7 @@ from typing import Dict, List, Optional
 
 from edge.config import model_role
 
-MODELS = Path(__file__).resolve().parent
+MODELS = Path(__file__).resolve().parents[1] / "released"
 
 #: Released folders: (display name, backbone / architecture, role in Table III).
 KNOWN = {
@@ -108,7 +108,7 @@ def distillation_table(rows: List[Dict], models_dir: Path = MODELS) -> str:
 
 
 def pruning_table(models_dir: Path = MODELS) -> str:
-    """Params, FLOPs, latency and mAP@0.5 against the pruning stage (``pruning_table.json`` of models.prune)."""
+    """Params, FLOPs, latency and mAP@0.5 against the pruning stage (``pruning_table.json`` of models.train.prune)."""
     t = _load(models_dir / "detectnet_v2_r18_pruned" / "pruning_table.json")
     if not t:
         return "(no pruning table)"

@@ -1,14 +1,14 @@
 """Training-speed benchmark: seconds per step and per epoch of the standard recipe, per precision.
 
-Times the DetectNet_v2 ResNet-18 recipe of ``models.train`` (full width, 320 x 320 crops, batch 16,
+Times the DetectNet_v2 ResNet-18 recipe of ``models.train.detectnet_v2`` (full width, 320 x 320 crops, batch 16,
 AdamW, real training photos through the real augmentation) under each combination of bf16
-autocast and ``channels_last`` (see :mod:`models.precision`), round-robin in a child process; a
+autocast and ``channels_last`` (see :mod:`models.train.precision`), round-robin in a child process; a
 native crash of one combination (SIGSEGV in oneDNN) is reported as such, and the others are timed
 again without it. Prints one row per combination: median, min and max s/step over the timed
 steps, the implied s/epoch (steps per epoch x median step; data loading and validation not
 included), and the speed-up over fp32::
 
-    python -m models.bench_train --data ../shared/data/face-mask-andrewmvd --steps 5
+    python -m models.train.bench --data ../shared/data/face-mask-andrewmvd --steps 5
 
 The machine is shared and noisy: quote medians, and the load average printed with them.
 """
@@ -45,10 +45,10 @@ def timed(a: argparse.Namespace, combos: Sequence[Tuple[str, str]]) -> List[Dict
 
     from edge.decoders import CLASS_NAMES
     from models.data import read_dataset, split
-    from models.losses import detectnet_v2_loss
+    from models.train.losses import detectnet_v2_loss
     from models.nets import DetectNetV2
-    from models.precision import choose
-    from models.train import TrainSet, build_meta, parse_args
+    from models.train.precision import choose
+    from models.train.detectnet_v2 import TrainSet, build_meta, parse_args
 
     targs = parse_args(["--data", str(a.data), "--out", "/nonexistent"])  # the recipe's defaults
     torch.set_num_threads(a.threads)
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=Path("../shared/data/face-mask-andrewmvd"))
     ap.add_argument("--steps", type=int, default=5, help="timed steps per combination")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    ap.add_argument("--batch", type=int, default=16, help="the recipe's batch (models.train default)")
+    ap.add_argument("--batch", type=int, default=16, help="the recipe's batch (models.train.detectnet_v2 default)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--json", type=Path, help="also write the rows here")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # "bf16,cl;bf16,cl": the child process
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
         return 0
     import torch
 
-    from models.precision import choose, cpu_has_native_bf16
+    from models.train.precision import choose, cpu_has_native_bf16
 
     auto = choose(torch.device("cpu"))
     print(f"CPU native bf16: {cpu_has_native_bf16()}; auto chooses: {auto.describe()}; "
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
           flush=True)
     combos, crashed, rows = list(COMBOS), [], []
     while combos:
-        cmd = [sys.executable, "-m", "models.bench_train", "--data", str(a.data), "--steps", str(a.steps),
+        cmd = [sys.executable, "-m", "models.train.bench", "--data", str(a.data), "--steps", str(a.steps),
                "--warmup", str(a.warmup), "--batch", str(a.batch), "--threads", str(a.threads),
                "--child", ";".join(",".join(c) for c in combos)]
         r = subprocess.run(cmd, capture_output=True, text=True)

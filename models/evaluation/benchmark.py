@@ -2,7 +2,7 @@
 
 CLI::
 
-    python -m models.benchmark --model models/detectnet_v2_r18/model.onnx --runs 50
+    python -m models.evaluation.benchmark --model models/released/detectnet_v2_r18/model.onnx --runs 50
 
 Prints the median, p10 and p90 ms of ``session.run`` alone (pre/post-processing
 excluded) at the model's own input size, after warm-up, and the thread count. ``--batch N`` (models with a

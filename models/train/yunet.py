@@ -5,15 +5,15 @@ CLI (the recipe of the retired yunet_mask release, docs/models.md: two stages of
 
     C="--data ../shared/data/face-mask-andrewmvd --crop 256 --epochs 4"
     # no KD: hard labels only, from the pretrained YuNet-n (stage 1), then stage 2 from its best.pt
-    python -m models.finetune $C --out runs/ft/nokd
-    python -m models.finetune $C --out runs/ft/nokd_s2 --init-ckpt runs/ft/nokd/best.pt --lr 1e-3 --cls-lr-mult 5
+    python -m models.train.yunet $C --out runs/ft/nokd
+    python -m models.train.yunet $C --out runs/ft/nokd_s2 --init-ckpt runs/ft/nokd/best.pt --lr 1e-3 --cls-lr-mult 5
     # KD from the ResNet-18 DetectNet_v2 (classes) with λ_i = sigmoid(conf_i - t)
-    python -m models.finetune $C --out runs/ft/kd --teacher models/detectnet_v2_r18/model.onnx
+    python -m models.train.yunet $C --out runs/ft/kd --teacher models/released/detectnet_v2_r18/model.onnx
     # KD + the YuNet teacher's confident unlabelled faces as pseudo-labels (or --pseudo ignore)
-    python -m models.finetune $C --out runs/ft/kdpl --teacher models/detectnet_v2_r18/model.onnx \
+    python -m models.train.yunet $C --out runs/ft/kdpl --teacher models/released/detectnet_v2_r18/model.onnx \
         --pseudo label --pseudo-conf 0.5
     # the same schedule from random weights (the from-scratch comparison)
-    python -m models.finetune $C --out runs/ft/scratch --init scratch
+    python -m models.train.yunet $C --out runs/ft/scratch --init scratch
 
 What it does:
 
@@ -21,17 +21,17 @@ What it does:
   (face boxes and objectness from the pretrained heads; the class head starts as the face class).
 * **Data**: the training split (md5-of-stem, :func:`models.data.split`) of the updated photos; with
   probability ``--p-zoom`` a photo is rescaled so that one face is 40-250 px wide
-  (:func:`models.augment.face_zoom`), else the global 0.6-2.5x scale jitter; then crop, flip and
-  colour jitter (:func:`models.augment.train_transform`).
+  (:func:`models.train.augment.face_zoom`), else the global 0.6-2.5x scale jitter; then crop, flip and
+  colour jitter (:func:`models.train.augment.train_transform`).
 * **Hard labels**: :func:`finetune_loss` (the student's focal objectness + class BCE + GIoU).
 * **Pseudo-labels** (:func:`unlabelled_faces`): faces the pretrained YuNet finds with confidence
   ``>= --pseudo-conf`` that match no label (IoU < 0.3 and less than half inside a label) are
   missing annotations. ``--pseudo ignore``: their cells are left out of the objectness loss;
   ``--pseudo label``: they are positives for objectness and box, with no class target.
-* **KD** (seed 000, :func:`models.losses.kd_loss`): the ResNet-18 teacher's objects (cached once,
+* **KD** (seed 000, :func:`models.train.losses.kd_loss`): the ResNet-18 teacher's objects (cached once,
   ``teacher.npz``), ``λ_i = sigmoid(conf_i - t)``, box and softened-class terms.
 * Validation every epoch on the validation split at the deployed input size, by
-  :func:`models.evaluate.truth_metrics` (VOC mAP@0.5 mask/no_mask picks ``best.pt``).
+  :func:`models.evaluation.evaluate.truth_metrics` (VOC mAP@0.5 mask/no_mask picks ``best.pt``).
 
 No bf16 autocast and no channels_last (the dev CPU has no AVX-512 BF16). Resumable (``--resume``).
 """
@@ -52,17 +52,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from edge.decoders import CLASS_NAMES, YoloParams, assign_yolo, box_iou, intersection_over_smaller, yolo_grid
 from edge.model import ModelMeta, postprocess, preprocess
-from models import augment
+from models.train import augment
 from models.data import Sample, class_counts, read_dataset, repeat_factors, split, write_split
-from models.evaluate import run_images, truth_metrics
-from models.losses import flatten_levels, focal_objectness, giou_loss, kd_loss, yolo_decode_boxes
+from models.evaluation.evaluate import run_images, truth_metrics
+from models.train.losses import flatten_levels, focal_objectness, giou_loss, kd_loss, yolo_decode_boxes
 from models.nets.yunet import STRIDES, PwDw, YuNetDetector, checkpoint_variant, load_yunet
-from models.train import EMA, plot_curves, seed_everything, warmup_cosine
+from models.train.detectnet_v2 import EMA, plot_curves, seed_everything, warmup_cosine
 
-log = logging.getLogger("models.finetune")
+log = logging.getLogger("models.train.yunet")
 cv2.setNumThreads(1)
 
-DEFAULT_YUNET = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "yunet" / "yunet_n.pth"
+DEFAULT_YUNET = Path(__file__).resolve().parents[2].parent / "shared" / "weights" / "yunet" / "yunet_n.pth"
 #: tgt_cls value of a pseudo-labelled face: an object whose class is unknown.
 PSEUDO = -2
 
@@ -149,7 +149,7 @@ def finetune_loss(pred: torch.Tensor, grid: torch.Tensor, tgt_box: torch.Tensor,
                   ) -> Tuple[torch.Tensor, Dict[str, float]]:
     """Hard-label loss with pseudo-labels and ignore regions.
 
-    As :func:`models.losses.yolo_loss` (focal objectness over all cells / P, class BCE and
+    As :func:`models.train.losses.yolo_loss` (focal objectness over all cells / P, class BCE and
     ``1 - GIoU`` over positives / P), and:
 
     Args:
@@ -191,7 +191,7 @@ class FaceSet(Dataset):
 
     Items (A = cells of all levels of an S x S crop): ``image (3,S,S) float32 RGB/255, tgt_box
     (A,4) float32 xyxy px, tgt_cls (A,) int64 (class, PSEUDO or -1), ignore (A,) bool, t_box (A,4),
-    t_logits (A,C), t_conf (A,), t_cell_w (A,)`` (the KD targets as :class:`models.distill.StudentSet`).
+    t_logits (A,C), t_conf (A,), t_cell_w (A,)`` (the KD targets as :class:`models.train.yolo_student.StudentSet`).
     """
 
     def __init__(self, samples: Sequence[Sample], crop: int, teacher=None, unlabelled=None, pseudo: str = "none",
@@ -298,7 +298,7 @@ def validate(model: torch.nn.Module, meta: ModelMeta, samples: Sequence[Sample])
 
 
 def add_schedule_args(ap: argparse.ArgumentParser) -> None:
-    """The options every fine-tuning CLI shares (this module's and :mod:`models.finetune_ssd`'s): data,
+    """The options every fine-tuning CLI shares (this module's and :mod:`models.train.ultralight`'s): data,
     output, the second-stage start, sampling, optimiser and schedule, augmentation, input size, seed,
     threads and the smoke-test limits. Callers set their own defaults with ``ap.set_defaults``."""
     ap.add_argument("--data", type=Path, required=True)
@@ -379,7 +379,7 @@ def fit(args: argparse.Namespace) -> List[Dict]:
     train_s, val_s = start_run(args)
     teacher = None
     if args.teacher or args.teacher_cache:
-        from models.distill import load_teacher, save_teacher, teacher_predictions
+        from models.train.yolo_student import load_teacher, save_teacher, teacher_predictions
         if args.teacher_cache and args.teacher_cache.exists():
             teacher = load_teacher(args.teacher_cache)
         else:
@@ -469,7 +469,7 @@ def fit(args: argparse.Namespace) -> List[Dict]:
 
 
 def start_run(args: argparse.Namespace) -> Tuple[List[Sample], List[Sample]]:
-    """The start of a fine-tuning run (this module's and :mod:`models.finetune_ssd`'s): seeds, threads,
+    """The start of a fine-tuning run (this module's and :mod:`models.train.ultralight`'s): seeds, threads,
     the output folder, the md5-of-stem training / validation split (written to ``split.json``), and
     ``--limit``. Returns ``(training samples, validation samples)``."""
     seed_everything(args.seed)
@@ -483,7 +483,7 @@ def start_run(args: argparse.Namespace) -> Tuple[List[Sample], List[Sample]]:
 def end_epoch(args: argparse.Namespace, arch: str, net_cfg: Dict, model: torch.nn.Module, ema, opt, sched, epoch: int,
               step: int, best: float, history: List[Dict], meta: ModelMeta, loss_labels: Dict[str, str],
               log_prefixes: Tuple[str, ...], logger: logging.Logger = log) -> float:
-    """The end of a fine-tuning epoch (this module's and :mod:`models.finetune_ssd`'s): ``last.pt``
+    """The end of a fine-tuning epoch (this module's and :mod:`models.train.ultralight`'s): ``last.pt``
     (everything ``--resume`` needs), ``best.pt`` when the validation mean AP@0.5 mask / no_mask of
     ``history[-1]`` beats ``best`` (the EMA weights, metadata and metrics that ``models.export`` reads),
     ``history.json``, ``curves.png`` and one line on ``logger`` (the metrics whose names start with
