@@ -127,7 +127,7 @@ class ModelMeta:
 def model_label(path: Union[str, Path], meta: "ModelMeta") -> str:
     """How logs and ``maskwatch doctor`` name a model: ``"ultralight_mask 1.1.0"``.
 
-    The name is the release folder for a released model (``models/<name>/model.onnx``), else the file's
+    The name is the release folder for a released model (``models/released/<name>/model.onnx``), else the file's
     stem (``mine.onnx`` -> ``mine``); the version is the one in the file's metadata (:attr:`ModelMeta.version`).
     """
     p = Path(path)

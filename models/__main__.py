@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-#: (module, what it does), grouped by role; every ``python -m models.X`` command of the package.
+#: (module, what it does), grouped by role; every ``python -m models.X`` and ``models.ROLE.X`` command of the package.
 COMMANDS = {
     "train (make a model)": [
         ("models.train.detectnet_v2", "DetectNet_v2 ResNet-18 detector from scratch (-> detectnet_v2_r18)"),
@@ -17,7 +17,7 @@ COMMANDS = {
                                    "teacher pseudo-labels; not released: docs/distillation.md)"),
         ("models.train.prune", "channel pruning of the ResNet-18, prune -> retrain -> prune more (-> detectnet_v2_r18_pruned)"),
         ("models.train.synth_masks", "synthetic masks drawn from YuNet's 5 landmarks on the training photos "
-                               "(landmark cache, example sheet; finetune_ssd --synth uses it)"),
+                               "(landmark cache, example sheet; models.train.ultralight --synth uses it)"),
         ("models.train.classifier", "secondary mask classifier on face crops: train, export, crops, detail-sweep "
                               "(-> mask_classifier)"),
     ],

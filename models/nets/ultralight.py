@@ -32,7 +32,7 @@ Input convention of the pretrained weights: RGB, ``(px - 127) / 128``, plain res
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
+from typing import List, Tuple, Union
 
 import numpy as np
 import torch

@@ -48,6 +48,7 @@ from edge.decoders import CLASS_NAMES
 from edge.model import METADATA_KEY, ModelMeta
 from models.data import Sample, read_voc, split
 from models.nets.mobilenet import IMAGENET_MEAN, IMAGENET_STD, MobileNetV2, load_imagenet, unfold_batchnorm
+from models.train.loop import warmup_cosine
 
 log = logging.getLogger("models.train.classifier")
 
@@ -255,10 +256,7 @@ def fit(a: argparse.Namespace) -> Dict:
     dl = torch.utils.data.DataLoader(ds, batch_size=a.batch, sampler=sampler, num_workers=0, drop_last=True)
     model = CropClassifier(load_imagenet(a.imagenet, len(CLASS_NAMES), dropout=0.2))
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
-    steps = a.epochs * len(dl)
-    warm = len(dl)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    sched = warmup_cosine(opt, a.epochs * len(dl), len(dl))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
     start, history, best = 0, [], -1.0
     last = a.out / "last.pt"

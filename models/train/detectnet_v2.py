@@ -13,21 +13,15 @@ per machine by :mod:`models.train.precision` (``--bf16``, ``--channels-last``: a
 from __future__ import annotations
 
 import argparse
-import copy
-import json
 import logging
-import math
 import os
-import random
-import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
-from tqdm import tqdm
 
 from edge.decoders import CLASS_NAMES, DetectNetV2Params, encode_detectnet_v2
 from edge.model import ModelMeta
@@ -38,6 +32,7 @@ from models.train.losses import detectnet_v2_loss
 from models.nets import DetectNetV2
 from models.train import precision as precision_
 from models.train.precision import Precision
+from models.train.loop import EMA, Loop, seed_everything, warmup_cosine
 
 log = logging.getLogger("models.train.detectnet_v2")
 
@@ -78,51 +73,6 @@ class TrainSet(Dataset):
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(cov), torch.from_numpy(bbox)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
-
-
-class EMA:
-    """Exponential moving average of weights and BN buffers, decay ramped as ``d * (1 - exp(-step/2000))``."""
-
-    def __init__(self, model: torch.nn.Module, decay: float = 0.999):
-        self.model = copy.deepcopy(model).eval()
-        self.decay, self.step = decay, 0
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        self.step += 1
-        d = self.decay * (1 - math.exp(-self.step / 2000))
-        msd = model.state_dict()
-        for k, v in self.model.state_dict().items():
-            if v.dtype.is_floating_point:
-                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
-            else:
-                v.copy_(msd[k])
-
-
-def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int, warm_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ``warm_steps`` then cosine decay to 0 at ``total_steps`` (per optimiser step)."""
-    warm = max(1, warm_steps)
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total_steps - warm))))
-
-
-def resume_from(last: Path, model: torch.nn.Module, ema: "EMA", opt, sched, device="cpu"):
-    """Restore a ``last.pt`` written by :func:`fit` (or ``models.train.yolo_student``) into the given objects.
-
-    Returns ``(start_epoch, best, history, step)``.
-    """
-    ck = torch.load(last, map_location=device, weights_only=False)
-    model.load_state_dict(ck["model"]); ema.model.load_state_dict(ck["ema"]); ema.step = ck["ema_step"]
-    opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
-    torch.set_rng_state(ck["rng"])
-    log.info("resumed from %s at epoch %d", last, ck["epoch"] + 1)
-    return ck["epoch"] + 1, ck["best"], ck["history"], ck["step"]
-
-
 def torch_infer(model: torch.nn.Module, meta: ModelMeta, device: torch.device, amp: bool,
                 channels_last: bool = False):
     """Wrap a detector as ``(1,3,H,W) float32 ndarray -> {role: ndarray}`` for the NumPy decoder; the
@@ -150,24 +100,6 @@ def validate(model, meta: ModelMeta, samples: Sequence[Sample], device, amp: boo
 
 #: Loss curves of the DetectNet_v2 run: history key -> legend label.
 DETECTNET_LOSSES = {"loss": "total", "loss_cov": "coverage L2", "loss_bbox": "bbox L1"}
-
-
-def plot_curves(history: List[Dict], path: Path, losses: Dict[str, str] = DETECTNET_LOSSES,
-                title: str = "training loss") -> None:
-    """PNG of the training losses (``losses``: history key -> label, log scale) and validation AP per epoch."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [h["epoch"] for h in history]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    for k, label in losses.items():
-        a1.plot(ep, [h.get(k, float("nan")) for h in history], label=label)
-    a1.set_yscale("log"); a1.set_xlabel("epoch"); a1.set_title(title); a1.legend(); a1.grid(alpha=0.3)
-    for k in ("AP50_mask", "AP50_no_mask", "AP50_mask_incorrect", "mAP50_mask_no_mask", "mAP50_95"):
-        a2.plot(ep, [h.get(k, float("nan")) for h in history], label=k)
-    a2.set_xlabel("epoch"); a2.set_ylim(0, 1); a2.set_title("validation (EMA weights)"); a2.legend(fontsize=8); a2.grid(alpha=0.3)
-    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
 
 def build_meta(args) -> ModelMeta:
@@ -258,58 +190,19 @@ def fit(args: argparse.Namespace, model: torch.nn.Module | None = None, ckpt_ext
     if args.workers == 0:
         ds.set_random_seed(args.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    steps_per_epoch = len(dl)
-    total = args.epochs * steps_per_epoch
-    warm = max(1, int(args.warmup_epochs * steps_per_epoch))
-    sched = warmup_cosine(opt, total, warm)
-    ema = EMA(model)
-    history: List[Dict] = []
-    start_epoch, best, step = 0, -1.0, 0
-    last = args.out / "last.pt"
-    if args.resume and last.exists():
-        start_epoch, best, history, step = resume_from(last, model, ema, opt, sched, device)
-    t_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
-    for epoch in range(start_epoch, args.epochs):
-        model.train()
-        sums = {"loss": 0.0, "cov": 0.0, "bbox": 0.0}; n = 0
-        bar = tqdm(dl, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True, mininterval=5)
-        for x, cov_t, bbox_t in bar:
-            x, cov_t, bbox_t = x.to(device), cov_t.to(device), bbox_t.to(device)
-            x = prec.input(x)
-            with prec.autocast():
-                cov, bbox = model(x)
-            loss, parts = detectnet_v2_loss(cov, bbox, cov_t, bbox_t, args.pos_weight, args.bbox_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step(); sched.step(); ema.update(model); step += 1
-            sums["loss"] += float(loss.detach()); sums["cov"] += parts["cov"]; sums["bbox"] += parts["bbox"]; n += 1
-            bar.set_postfix(loss=f"{sums['loss'] / n:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-            if args.max_steps and step >= args.max_steps:
-                break
-        rec = {"epoch": epoch + 1, "loss": sums["loss"] / max(n, 1), "loss_cov": sums["cov"] / max(n, 1),
-               "loss_bbox": sums["bbox"] / max(n, 1), "lr": sched.get_last_lr()[0]}
-        if not args.no_val:
-            rec.update(validate(ema.model, meta, val_s, device, amp, prec.channels_last))
-        rec["elapsed_s"] = time.time() - t_start
-        history.append(rec)
-        score = rec.get("mAP50_mask_no_mask", -rec["loss"])
-        ck = {"model": model.state_dict(), "ema": ema.model.state_dict(), "ema_step": ema.step, "opt": opt.state_dict(),
-              "sched": sched.state_dict(), "epoch": epoch, "best": max(best, score), "history": history, "step": step,
-              "rng": torch.get_rng_state(), "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "widths": widths, "meta": meta.to_json(), **(ckpt_extra or {})}
-        torch.save(ck, last)
-        if score > best:
-            best = score
-            torch.save({"ema": ema.model.state_dict(), "widths": widths, "meta": meta.to_json(), "epoch": epoch + 1,
-                        "metrics": rec, "args": ck["args"], **(ckpt_extra or {})}, args.out / "best.pt")
-        (args.out / "history.json").write_text(json.dumps(history, indent=1))
-        plot_curves(history, args.out / "curves.png")
-        eta = rec["elapsed_s"] / (epoch + 1) * (args.epochs - epoch - 1)
-        log.info("epoch %d/%d loss %.4f %s | %.0f s elapsed, ETA %.0f s", epoch + 1, args.epochs, rec["loss"],
-                 " ".join(f"{k} {v:.3f}" for k, v in rec.items() if k.startswith(("AP", "mAP"))), rec["elapsed_s"], eta)
-        if args.max_steps and step >= args.max_steps:
-            break
+    sched = warmup_cosine(opt, args.epochs * len(dl), max(1, int(args.warmup_epochs * len(dl))))
+
+    def step(batch):
+        x, cov_t, bbox_t = (t.to(device) for t in batch)
+        with prec.autocast():
+            cov, bbox = model(prec.input(x))
+        loss, parts = detectnet_v2_loss(cov, bbox, cov_t, bbox_t, args.pos_weight, args.bbox_weight)
+        return loss, {"loss_cov": parts["cov"], "loss_bbox": parts["bbox"]}
+
+    loop = Loop(args, model, opt, sched, EMA(model), meta, {"widths": widths, **(ckpt_extra or {})},
+                None if args.no_val else (lambda m: validate(m, meta, val_s, device, amp, prec.channels_last)),
+                "mAP50_mask_no_mask", DETECTNET_LOSSES, ("AP", "mAP"), device=device)
+    history = loop.run(dl, step)
     return history[-1] if history else {}
 
 

@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -56,18 +55,17 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from edge.decoders import CLASS_NAMES, YoloParams, box_iou, yolo_grid
 from edge.model import postprocess, preprocess
-from models.data import Sample, class_counts, repeat_factors
+from models.data import Sample, class_counts
 from models.train.yolo_student import TeacherDets, load_teacher, save_teacher
-from models.train.yunet import (DEFAULT_YUNET, FaceSet, add_schedule_args, build_model, detector_meta, end_epoch,
-                             face_teacher, finetune_loss, load_faces, save_faces, start_run, unlabelled_faces,
-                             validate)
-from models.train.losses import difficulty_weights, flatten_levels, kd_loss
+from models.train.yunet import (DEFAULT_YUNET, FaceSet, add_schedule_args, build_model, detector_meta, face_teacher,
+                               finetune_loader, finetune_loop, head_optimiser, load_faces, save_faces, start_run,
+                               unlabelled_faces, yunet_step)
+from models.train.losses import difficulty_weights
 from models.nets.yunet import STRIDES
-from models.train.detectnet_v2 import EMA, warmup_cosine
+from models.train.loop import warmup_cosine
 
 log = logging.getLogger("models.train.distill_student")
 cv2.setNumThreads(1)
@@ -314,68 +312,20 @@ def fit(args: argparse.Namespace) -> List[Dict]:
                  scale=args.scale, seed=args.seed, params=params)
     grid = torch.from_numpy(np.stack(yolo_grid((args.crop, args.crop), params), axis=1))
     g = torch.Generator().manual_seed(args.seed)
-    if args.rfs > 0:
-        from torch.utils.data import WeightedRandomSampler
-        rf = repeat_factors(rf_samples, args.rfs)
-        sampler = WeightedRandomSampler(torch.from_numpy(rf), num_samples=len(ds), replacement=True, generator=g)
-        dl = DataLoader(ds, batch_size=min(args.batch, len(ds)), sampler=sampler, drop_last=True, num_workers=args.workers)
-    else:
-        dl = DataLoader(ds, batch_size=min(args.batch, len(ds)), shuffle=True, drop_last=True, generator=g,
-                        num_workers=args.workers)
-    head = [p for n, p in model.named_parameters() if n.startswith(("cls3.", "cls_branch."))]
-    head_ids = {id(p) for p in head}
-    rest = [p for p in model.parameters() if id(p) not in head_ids]
-    opt = torch.optim.AdamW([{"params": rest}, {"params": head, "lr": args.lr * args.cls_lr_mult}],
-                            lr=args.lr, weight_decay=args.weight_decay)
+    dl = finetune_loader(ds, rf_samples, args, g)
+    opt = head_optimiser(model, ("cls3.", "cls_branch."), args)
     sched = warmup_cosine(opt, args.epochs * len(dl), len(dl))
-    ema = EMA(model, decay=0.99)
-    history: List[Dict] = []
-    start_epoch, best, step = 0, -math.inf, 0
-    last = args.out / "last.pt"
-    if args.resume and last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"]); ema.model.load_state_dict(ck["ema"]); ema.step = ck["ema_step"]
-        opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"]); torch.set_rng_state(ck["rng"])
-        start_epoch, best, history, step = ck["epoch"] + 1, ck["best"], ck["history"], ck["step"]
-        g.manual_seed(args.seed + 7919 * start_epoch)
-    ds.set_random_seed(args.seed + 7919 * start_epoch)
-    t_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
-    for epoch in range(start_epoch, args.epochs):
-        model.train()
-        sums: Dict[str, float] = {}
-        n = 0
-        for x, tgt_box, tgt_cls, ignore, t_box, t_logits, t_conf, t_cell_w in dl:
-            pred = flatten_levels(model(x))
-            hard, parts = finetune_loss(pred, grid, tgt_box, tgt_cls, ignore, cls_pos_weight=args.cls_pos_weight)
-            loss = hard
-            if args.kd:
-                kd, kparts = kd_loss(pred, grid, t_box, t_logits, t_conf, t_cell_w, args.kd_t, None,
-                                     args.kd_temperature, args.kd_box_weight)
-                loss = hard + args.kd_weight * kd
-                parts.update(kparts, kd=float(kd.detach()))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step(); sched.step(); ema.update(model); step += 1
-            parts.update(loss=float(loss.detach()), hard=float(hard.detach()))
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n += 1
-            if args.max_steps and step >= args.max_steps:
-                break
-        rec = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()}, "lr": sched.get_last_lr()[0],
-               "pseudo_labels": n_pseudo}
-        if not args.no_val:
-            rec.update(validate(ema.model, meta, val_s))
-        rec["elapsed_s"] = time.time() - t_start
-        history.append(rec)
-        best = end_epoch(args, "yunet_detector", net_cfg, model, ema, opt, sched, epoch, step, best, history, meta,
+    step = yunet_step(model, grid, args, args.kd)
+
+    def on_epoch_start(epoch: int) -> None:
+        ds.set_random_seed(args.seed + 7919 * epoch)
+        if epoch == loop.start_epoch and epoch > 0:  # resumed: a new shuffle order, as a fresh process would not repeat
+            g.manual_seed(args.seed + 7919 * epoch)
+
+    loop = finetune_loop(args, "yunet_detector", net_cfg, model, opt, sched, meta, val_s,
                          {"loss": "total", "hard": "L_hard", "kd": "Σ λ·L_KD"}, ("voc_m", "voc_AP50_2", "nc_", "face_"),
-                         log)
-        ds.set_random_seed(args.seed + 7919 * (epoch + 1))
-        if args.max_steps and step >= args.max_steps:
-            break
-    return history
+                         on_epoch_start, log)
+    return loop.run(dl, step, {"pseudo_labels": n_pseudo})
 
 
 def summarize(runs: Sequence[Path]) -> str:

@@ -36,19 +36,18 @@ import argparse
 import json
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from edge.decoders import CLASS_NAMES
 from edge.model import ModelMeta
 from models.train import augment
-from models.train.yunet import DEFAULT_YUNET, add_schedule_args, end_epoch, start_run, training_unlabelled_faces, validate
+from models.train.yunet import (DEFAULT_YUNET, add_schedule_args, finetune_loader, finetune_loop, head_optimiser,
+                               start_run, training_unlabelled_faces, validate)
 from models.nets.ultralight import UltraLightDetector, encode_boxes, load_ultralight, priors
 
 log = logging.getLogger("models.train.ultralight")
@@ -260,8 +259,8 @@ def build_model(args) -> UltraLightDetector:
 
 def fit(args: argparse.Namespace) -> List[Dict]:
     """Train as configured by :func:`parse_args`; returns the history (one dict per epoch)."""
-    from models.data import class_counts, repeat_factors
-    from models.train.detectnet_v2 import EMA, warmup_cosine
+    from models.data import class_counts
+    from models.train.loop import warmup_cosine
 
     train_s, val_s = start_run(args)
     meta = detector_meta(args.input_w, args.input_h)
@@ -286,62 +285,20 @@ def fit(args: argparse.Namespace) -> List[Dict]:
     ds = _face_set_class()(train_s, args.crop, args.p_zoom, args.scale, args.seed, args.iou_threshold, unlabelled,
                            synth, args.synth)
     ds.set_random_seed(args.seed)
-    g = torch.Generator().manual_seed(args.seed)
-    bs = min(args.batch, len(ds))
-    if args.rfs > 0:  # repeat-factor sampling (LVIS), as models.train.yunet
-        from torch.utils.data import WeightedRandomSampler
-        sampler = WeightedRandomSampler(torch.from_numpy(repeat_factors(train_s, args.rfs)), num_samples=len(ds),
-                                        replacement=True, generator=g)
-        dl = DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=True, num_workers=args.workers)
-    else:
-        dl = DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True, generator=g, num_workers=args.workers)
-    head = [p for n, p in model.named_parameters() if n.startswith("net.classification_headers.")]
-    head_ids = {id(p) for p in head}
-    rest = [p for p in model.parameters() if id(p) not in head_ids]
-    opt = torch.optim.AdamW([{"params": rest}, {"params": head, "lr": args.lr * args.cls_lr_mult}],
-                            lr=args.lr, weight_decay=args.weight_decay)
+    dl = finetune_loader(ds, train_s, args, torch.Generator().manual_seed(args.seed))
+    opt = head_optimiser(model, ("net.classification_headers.",), args)
     sched = warmup_cosine(opt, args.epochs * len(dl), len(dl))
-    ema = EMA(model, decay=0.99)
-    history: List[Dict] = []
-    start_epoch, best, step = 0, -math.inf, 0
-    last = args.out / "last.pt"
-    if args.resume and last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"]); ema.model.load_state_dict(ck["ema"]); ema.step = ck["ema_step"]
-        opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"]); torch.set_rng_state(ck["rng"])
-        start_epoch, best, history, step = ck["epoch"] + 1, ck["best"], ck["history"], ck["step"]
-        ds.set_random_seed(args.seed + 7919 * start_epoch)
-    net_cfg = {"num_classes": len(CLASS_NAMES)}
-    t_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
-    for epoch in range(start_epoch, args.epochs):
-        model.train()
-        sums: Dict[str, float] = {}
-        n = 0
-        for x, tgt_loc, tgt_labels in dl:
-            conf, loc, _ = model.raw(x)
-            loss, parts = multibox_loss(conf, loc, tgt_labels, tgt_loc, args.neg_pos_ratio, args.min_neg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step(); sched.step(); ema.update(model); step += 1
-            parts["loss"] = float(loss.detach())
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n += 1
-            if args.max_steps and step >= args.max_steps:
-                break
-        rec = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()}, "lr": sched.get_last_lr()[0]}
-        if not args.no_val:
-            rec.update(validate(ema.model, meta, val_s))
-        rec["elapsed_s"] = time.time() - t_start
-        history.append(rec)
-        best = end_epoch(args, ARCH, net_cfg, model, ema, opt, sched, epoch, step, best, history, meta,
+
+    def step(batch):
+        x, tgt_loc, tgt_labels = batch
+        conf, loc, _ = model.raw(x)
+        return multibox_loss(conf, loc, tgt_labels, tgt_loc, args.neg_pos_ratio, args.min_neg)
+
+    loop = finetune_loop(args, ARCH, {"num_classes": len(CLASS_NAMES)}, model, opt, sched, meta, val_s,
                          {"loss": "total", "loc": "L_loc (smooth L1)", "cls": "L_conf (CE, 3:1 mining)"},
-                         ("voc_m", "voc_AP50_", "nc_", "face_"), log)
-        ds.set_random_seed(args.seed + 7919 * (epoch + 1))
-        if args.max_steps and step >= args.max_steps:
-            break
-    return history
+                         ("voc_m", "voc_AP50_", "nc_", "face_"), lambda epoch: ds.set_random_seed(args.seed + 7919 * epoch),
+                         log)
+    return loop.run(dl, step)
 
 
 def main(argv=None) -> int:

@@ -27,11 +27,8 @@ boxes through the augmentation too (and ignores them), so both runs see identica
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 import os
-import time
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -48,7 +45,8 @@ from models.data import Sample, class_counts, read_dataset, split, write_split
 from models.train.losses import flatten_levels, kd_loss, yolo_loss
 from models.nets.yolo import STRIDES, YoloStudent
 from models.train import precision as precision_
-from models.train.detectnet_v2 import EMA, plot_curves, resume_from, seed_everything, validate, warmup_cosine
+from models.train.detectnet_v2 import validate
+from models.train.loop import EMA, Loop, seed_everything, warmup_cosine
 
 log = logging.getLogger("models.train.yolo_student")
 cv2.setNumThreads(1)  # the data-loader worker shares 2 cores with training
@@ -235,71 +233,28 @@ def fit(args: argparse.Namespace) -> List[Dict]:
     if args.workers == 0:
         ds.t.set_random_seed(args.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    total = args.epochs * len(dl)
-    warm = len(dl)
-    sched = warmup_cosine(opt, total, warm)
-    ema = EMA(model)
-    history: List[Dict] = []
-    start_epoch, best, step = 0, -math.inf, 0
-    last = args.out / "last.pt"
-    if args.resume and last.exists():
-        start_epoch, best, history, step = resume_from(last, model, ema, opt, sched)
-    t_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
-    for epoch in range(start_epoch, args.epochs):
-        model.train()
-        sums: Dict[str, float] = {}
-        n = 0
-        bar = tqdm(dl, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True, mininterval=5)
-        for x, tgt_box, tgt_cls, t_box, t_logits, t_conf, t_cell_w in bar:
-            x = prec.input(x)
-            with prec.autocast():  # bf16 measured 1.5x faster on an AVX-512 BF16 CPU; off where emulated
-                levels = model(x)
-            pred = flatten_levels(levels)  # losses in float32
-            hard, parts = yolo_loss(pred, grid, tgt_box, tgt_cls)
-            loss = hard
-            if distil:
-                kd, kparts = kd_loss(pred, grid, t_box, t_logits, t_conf, t_cell_w, args.kd_t, args.kd_fixed_lambda,
-                                     args.kd_temperature, getattr(args, "kd_box_weight", 1.0))
-                loss = hard + args.kd_weight * kd
-                parts.update(kparts, kd=float(kd.detach()))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step(); sched.step(); ema.update(model); step += 1
-            parts.update(loss=float(loss.detach()), hard=float(hard.detach()))
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n += 1
-            bar.set_postfix(loss=f"{sums['loss'] / n:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-            if args.max_steps and step >= args.max_steps:
-                break
-        rec = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()}, "lr": sched.get_last_lr()[0]}
-        last_epoch = epoch + 1 == args.epochs or bool(args.max_steps and step >= args.max_steps)
-        if not args.no_val and ((epoch + 1) % args.val_every == 0 or last_epoch):
-            rec.update(validate(ema.model, meta, val_s, torch.device("cpu"), amp=False, channels_last=prec.channels_last))
-        rec["elapsed_s"] = time.time() - t_start
-        history.append(rec)
-        score = rec.get("mAP50_mask_no_mask", -1.0 if not args.no_val else -rec["loss"])
-        cargs = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        ck = {"arch": "yolo", "net": net_cfg, "model": model.state_dict(), "ema": ema.model.state_dict(),
-              "ema_step": ema.step, "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
-              "best": max(best, score), "history": history, "step": step, "rng": torch.get_rng_state(),
-              "args": cargs, "meta": meta.to_json()}
-        torch.save(ck, last)
-        if score > best:
-            best = score
-            torch.save({"arch": "yolo", "net": net_cfg, "ema": ema.model.state_dict(), "meta": meta.to_json(),
-                        "epoch": epoch + 1, "metrics": rec, "args": cargs}, args.out / "best.pt")
-        (args.out / "history.json").write_text(json.dumps(history, indent=1))
-        plot_curves(history, args.out / "curves.png", {"loss": "total", "hard": "L_hard", "kd": "Σ λ·L_KD"},
-                    f"training loss ({'distilled' if distil else 'baseline'})")
-        eta = rec["elapsed_s"] / (epoch + 1) * (args.epochs - epoch - 1)
-        log.info("epoch %d/%d loss %.4f %s | %.0f s elapsed, ETA %.0f s", epoch + 1, args.epochs, rec["loss"],
-                 " ".join(f"{k} {v:.3f}" for k, v in rec.items() if k.startswith(("AP", "mAP", "lambda"))),
-                 rec["elapsed_s"], eta)
-        if args.max_steps and step >= args.max_steps:
-            break
-    return history
+    sched = warmup_cosine(opt, args.epochs * len(dl), len(dl))
+
+    def step(batch):
+        x, tgt_box, tgt_cls, t_box, t_logits, t_conf, t_cell_w = batch
+        with prec.autocast():  # bf16 measured 1.5x faster on an AVX-512 BF16 CPU; off where emulated
+            levels = model(prec.input(x))
+        pred = flatten_levels(levels)  # losses in float32
+        hard, parts = yolo_loss(pred, grid, tgt_box, tgt_cls)
+        loss = hard
+        if distil:
+            kd, kparts = kd_loss(pred, grid, t_box, t_logits, t_conf, t_cell_w, args.kd_t, args.kd_fixed_lambda,
+                                 args.kd_temperature, getattr(args, "kd_box_weight", 1.0))
+            loss = hard + args.kd_weight * kd
+            parts.update(kparts, kd=float(kd.detach()))
+        return loss, {**parts, "hard": float(hard.detach())}
+
+    val = None if args.no_val else (
+        lambda m: validate(m, meta, val_s, torch.device("cpu"), amp=False, channels_last=prec.channels_last))
+    loop = Loop(args, model, opt, sched, EMA(model), meta, {"arch": "yolo", "net": net_cfg}, val, "mAP50_mask_no_mask",
+                {"loss": "total", "hard": "L_hard", "kd": "Σ λ·L_KD"}, ("AP", "mAP", "lambda"),
+                f"training loss ({'distilled' if distil else 'baseline'})", val_every=args.val_every)
+    return loop.run(dl, step)
 
 
 def main(argv=None) -> int:

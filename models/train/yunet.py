@@ -38,12 +38,10 @@ No bf16 autocast and no channels_last (the dev CPU has no AVX-512 BF16). Resumab
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import time
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -57,7 +55,7 @@ from models.data import Sample, class_counts, read_dataset, repeat_factors, spli
 from models.evaluation.evaluate import run_images, truth_metrics
 from models.train.losses import flatten_levels, focal_objectness, giou_loss, kd_loss, yolo_decode_boxes
 from models.nets.yunet import STRIDES, PwDw, YuNetDetector, checkpoint_variant, load_yunet
-from models.train.detectnet_v2 import EMA, plot_curves, seed_everything, warmup_cosine
+from models.train.loop import EMA, Loop, seed_everything, warmup_cosine
 
 log = logging.getLogger("models.train.yunet")
 cv2.setNumThreads(1)
@@ -405,67 +403,16 @@ def fit(args: argparse.Namespace) -> List[Dict]:
     ds.set_random_seed(args.seed)
     grid = torch.from_numpy(np.stack(yolo_grid((args.crop, args.crop), params), axis=1))
     g = torch.Generator().manual_seed(args.seed)
-    if args.rfs > 0:  # repeat-factor sampling (LVIS): photos with no_mask / mask_incorrect drawn more often
-        from torch.utils.data import WeightedRandomSampler
-        rf = repeat_factors(train_s, args.rfs)
-        sampler = WeightedRandomSampler(torch.from_numpy(rf), num_samples=len(ds), replacement=True, generator=g)
-        dl = DataLoader(ds, batch_size=min(args.batch, len(ds)), sampler=sampler, drop_last=True,
-                        num_workers=args.workers)
-    else:
-        dl = DataLoader(ds, batch_size=min(args.batch, len(ds)), shuffle=True, drop_last=True, generator=g,
-                        num_workers=args.workers)
-    head = [p for n, p in model.named_parameters() if n.startswith(("cls3.", "cls_branch."))]
-    head_ids = {id(p) for p in head}
-    rest = [p for p in model.parameters() if id(p) not in head_ids]
-    opt = torch.optim.AdamW([{"params": rest}, {"params": head, "lr": args.lr * args.cls_lr_mult}],
-                            lr=args.lr, weight_decay=args.weight_decay)
-    total = args.epochs * len(dl)
-    sched = warmup_cosine(opt, total, len(dl))
-    ema = EMA(model, decay=0.99)  # short schedule: a faster average than training's 0.999
-    history: List[Dict] = []
-    start_epoch, best, step = 0, -math.inf, 0
-    last = args.out / "last.pt"
-    if args.resume and last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"]); ema.model.load_state_dict(ck["ema"]); ema.step = ck["ema_step"]
-        opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"]); torch.set_rng_state(ck["rng"])
-        start_epoch, best, history, step = ck["epoch"] + 1, ck["best"], ck["history"], ck["step"]
-        ds.set_random_seed(args.seed + 7919 * start_epoch)
-    t_start = time.time() - (history[-1]["elapsed_s"] if history else 0.0)
-    for epoch in range(start_epoch, args.epochs):
-        model.train()
-        sums: Dict[str, float] = {}
-        n = 0
-        for x, tgt_box, tgt_cls, ignore, t_box, t_logits, t_conf, t_cell_w in dl:
-            pred = flatten_levels(model(x))
-            hard, parts = finetune_loss(pred, grid, tgt_box, tgt_cls, ignore, cls_pos_weight=args.cls_pos_weight)
-            loss = hard
-            if distil:
-                kd, kparts = kd_loss(pred, grid, t_box, t_logits, t_conf, t_cell_w, args.kd_t, None,
-                                     args.kd_temperature, args.kd_box_weight)
-                loss = hard + args.kd_weight * kd
-                parts.update(kparts, kd=float(kd.detach()))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step(); sched.step(); ema.update(model); step += 1
-            parts.update(loss=float(loss.detach()), hard=float(hard.detach()))
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n += 1
-            if args.max_steps and step >= args.max_steps:
-                break
-        rec = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()}, "lr": sched.get_last_lr()[0]}
-        if not args.no_val:
-            rec.update(validate(ema.model, meta, val_s))
-        rec["elapsed_s"] = time.time() - t_start
-        history.append(rec)
-        best = end_epoch(args, "yunet_detector", net_cfg, model, ema, opt, sched, epoch, step, best, history, meta,
-                         {"loss": "total", "hard": "L_hard", "kd": "Σ λ·L_KD"}, ("voc_m", "voc_AP50_2", "nc_", "face_"))
-        ds.set_random_seed(args.seed + 7919 * (epoch + 1))
-        if args.max_steps and step >= args.max_steps:
-            break
-    return history
+    dl = finetune_loader(ds, train_s, args, g)
+    opt = head_optimiser(model, ("cls3.", "cls_branch."), args)
+    sched = warmup_cosine(opt, args.epochs * len(dl), len(dl))
+
+    step = yunet_step(model, grid, args, distil)
+
+    loop = finetune_loop(args, "yunet_detector", net_cfg, model, opt, sched, meta, val_s,
+                         {"loss": "total", "hard": "L_hard", "kd": "Σ λ·L_KD"}, ("voc_m", "voc_AP50_2", "nc_", "face_"),
+                         lambda epoch: ds.set_random_seed(args.seed + 7919 * epoch))
+    return loop.run(dl, step)
 
 
 def start_run(args: argparse.Namespace) -> Tuple[List[Sample], List[Sample]]:
@@ -480,33 +427,59 @@ def start_run(args: argparse.Namespace) -> Tuple[List[Sample], List[Sample]]:
     return (train_s[: args.limit] if args.limit else train_s), val_s
 
 
-def end_epoch(args: argparse.Namespace, arch: str, net_cfg: Dict, model: torch.nn.Module, ema, opt, sched, epoch: int,
-              step: int, best: float, history: List[Dict], meta: ModelMeta, loss_labels: Dict[str, str],
-              log_prefixes: Tuple[str, ...], logger: logging.Logger = log) -> float:
-    """The end of a fine-tuning epoch (this module's and :mod:`models.train.ultralight`'s): ``last.pt``
-    (everything ``--resume`` needs), ``best.pt`` when the validation mean AP@0.5 mask / no_mask of
-    ``history[-1]`` beats ``best`` (the EMA weights, metadata and metrics that ``models.export`` reads),
-    ``history.json``, ``curves.png`` and one line on ``logger`` (the metrics whose names start with
-    ``log_prefixes``). Returns the new best score."""
-    rec = history[-1]
-    score = rec.get("voc_mAP50_mask_no_mask", -rec["loss"])
-    cargs = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    torch.save({"arch": arch, "net": net_cfg, "model": model.state_dict(), "ema": ema.model.state_dict(),
-                "ema_step": ema.step, "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch,
-                "best": max(best, score), "history": history, "step": step, "rng": torch.get_rng_state(),
-                "args": cargs, "meta": meta.to_json()}, args.out / "last.pt")
-    if score > best:
-        best = score
-        torch.save({"arch": arch, "net": net_cfg, "ema": ema.model.state_dict(), "meta": meta.to_json(),
-                    "epoch": epoch + 1, "metrics": rec, "args": cargs}, args.out / "best.pt")
-    (args.out / "history.json").write_text(json.dumps(history, indent=1))
-    plot_curves([{**h, "mAP50_mask_no_mask": h.get("voc_mAP50_mask_no_mask"), "AP50_mask": h.get("voc_AP50_mask"),
-                  "AP50_no_mask": h.get("voc_AP50_no_mask")} for h in history], args.out / "curves.png",
-                loss_labels, f"training loss ({args.out.name})")
-    logger.info(
-        "epoch %d/%d loss %.4f %s | %.0f s", epoch + 1, args.epochs, rec["loss"],
-        " ".join(f"{k} {v:.3f}" for k, v in rec.items() if k.startswith(log_prefixes)), rec["elapsed_s"])
-    return best
+def finetune_loader(ds: Dataset, samples: Sequence[Sample], args: argparse.Namespace, g: torch.Generator) -> DataLoader:
+    """The batches of a fine-tuning run: with ``--rfs`` > 0 drawn with replacement by the repeat-factor of
+    each photo of ``samples`` (LVIS, Gupta et al. 2019: photos with no_mask / mask_incorrect more often), else
+    shuffled; ``drop_last``; ``g`` seeds the order."""
+    bs = min(args.batch, len(ds))
+    if args.rfs > 0:
+        from torch.utils.data import WeightedRandomSampler
+        sampler = WeightedRandomSampler(torch.from_numpy(repeat_factors(samples, args.rfs)), num_samples=len(ds),
+                                        replacement=True, generator=g)
+        return DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=True, num_workers=args.workers)
+    return DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True, generator=g, num_workers=args.workers)
+
+
+def head_optimiser(model: torch.nn.Module, head_prefixes: Tuple[str, ...], args: argparse.Namespace) -> torch.optim.AdamW:
+    """AdamW with the class head (parameters named with ``head_prefixes``) at ``--cls-lr-mult`` × ``--lr``: the
+    new 3-class head learns faster than the pretrained body."""
+    head = [p for n, p in model.named_parameters() if n.startswith(head_prefixes)]
+    head_ids = {id(p) for p in head}
+    rest = [p for p in model.parameters() if id(p) not in head_ids]
+    return torch.optim.AdamW([{"params": rest}, {"params": head, "lr": args.lr * args.cls_lr_mult}],
+                             lr=args.lr, weight_decay=args.weight_decay)
+
+
+def yunet_step(model: torch.nn.Module, grid: torch.Tensor, args: argparse.Namespace, distil: bool):
+    """The training step of a YuNet-n detector (this module's and :mod:`models.train.distill_student`'s):
+    :func:`finetune_loss` on the labels, plus ``--kd-weight`` × the difficulty-weighted KD loss
+    (:func:`models.train.losses.kd_loss`) when ``distil``. Returns a :data:`models.train.loop.StepFn`."""
+    def step(batch):
+        x, tgt_box, tgt_cls, ignore, t_box, t_logits, t_conf, t_cell_w = batch
+        pred = flatten_levels(model(x))
+        hard, parts = finetune_loss(pred, grid, tgt_box, tgt_cls, ignore, cls_pos_weight=args.cls_pos_weight)
+        loss = hard
+        if distil:
+            kd, kparts = kd_loss(pred, grid, t_box, t_logits, t_conf, t_cell_w, args.kd_t, None,
+                                 args.kd_temperature, args.kd_box_weight)
+            loss = hard + args.kd_weight * kd
+            parts.update(kparts, kd=float(kd.detach()))
+        return loss, {**parts, "hard": float(hard.detach())}
+    return step
+
+
+def finetune_loop(args: argparse.Namespace, arch: str, net_cfg: Dict, model: torch.nn.Module, opt, sched,
+                  meta: ModelMeta, val_s: Sequence[Sample], losses: Dict[str, str], log_prefixes: Tuple[str, ...],
+                  on_epoch_start: Callable[[int], None], logger: logging.Logger = log) -> Loop:
+    """The :class:`models.train.loop.Loop` of a fine-tuning run (this module's, :mod:`models.train.ultralight`'s
+    and :mod:`models.train.distill_student`'s): EMA decay 0.99 (a short schedule), :func:`validate` on the
+    validation split unless ``--no-val``, ``best.pt`` by the validation mean AP@0.5 of mask and no_mask
+    (``voc_mAP50_mask_no_mask``), checkpoints that name the network as ``{"arch": arch, "net": net_cfg}``
+    for :func:`models.export.load_checkpoint`."""
+    return Loop(args, model, opt, sched, EMA(model, decay=0.99), meta, {"arch": arch, "net": net_cfg},
+                None if args.no_val else (lambda m: validate(m, meta, val_s)), "voc_mAP50_mask_no_mask", losses,
+                log_prefixes, f"training loss ({Path(args.out).name})", ap_prefix="voc_",
+                on_epoch_start=on_epoch_start, progress=False, logger=logger)
 
 
 def main(argv=None) -> int:
