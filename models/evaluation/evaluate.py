@@ -316,6 +316,29 @@ def class_points(gts, output: Sequence[Dets], thresholds: np.ndarray) -> Dict[st
             for k, n in enumerate(CLASS_NAMES[:C])}
 
 
+def voc_ap_table(gts, dets) -> Dict:
+    """VOC all-point AP@0.5 (:func:`voc_ap`) of ``dets`` against ``gts`` per class, their mean over mask /
+    no_mask, and the two-class view (compliant = mask; non-compliant = no_mask + mask_incorrect).
+
+    Args:
+        gts: per image ``(boxes (G,4) float32 xyxy px, labels (G,) int64)``.
+        dets: per image ``(boxes (K,4) float32 xyxy px, scores (K,) float32, classes (K,) int64)``.
+
+    Returns:
+        ``{"voc_AP50_<class>", "voc_mAP50_mask_no_mask", "voc_AP50_compliant", "voc_AP50_noncompliant",
+        "voc_AP50_2class"}`` (floats; NaN for a class with no ground truth).
+    """
+    out: Dict = {}
+    for k, name in enumerate(CLASS_NAMES):
+        out[f"voc_AP50_{name}"] = voc_ap(gts, dets, k)
+    out["voc_mAP50_mask_no_mask"] = float(np.nanmean([out["voc_AP50_mask"], out["voc_AP50_no_mask"]]))
+    g2 = [(b, two_class(l)) for b, l in gts]
+    d2 = [(b, s, two_class(c)) for b, s, c in dets]
+    out["voc_AP50_compliant"], out["voc_AP50_noncompliant"] = voc_ap(g2, d2, 0), voc_ap(g2, d2, 1)
+    out["voc_AP50_2class"] = float(np.nanmean([out["voc_AP50_compliant"], out["voc_AP50_noncompliant"]]))
+    return out
+
+
 def as_output_metrics(gts, output: Sequence[Dets], thresholds: np.ndarray) -> Dict:
     """The headline figures of what the appliance outputs: one class per face.
 
@@ -333,14 +356,7 @@ def as_output_metrics(gts, output: Sequence[Dets], thresholds: np.ndarray) -> Di
         (:func:`face_recall_by_width`)}``. VOC all-point AP@0.5 (:func:`voc_ap`): a face found with the
         wrong class is a miss of its class and a false positive of the said one.
     """
-    out: Dict = {}
-    for k, name in enumerate(CLASS_NAMES):
-        out[f"voc_AP50_{name}"] = voc_ap(gts, output, k)
-    out["voc_mAP50_mask_no_mask"] = float(np.nanmean([out["voc_AP50_mask"], out["voc_AP50_no_mask"]]))
-    g2 = [(b, two_class(l)) for b, l in gts]
-    d2 = [(b, s, two_class(c)) for b, s, c in output]
-    out["voc_AP50_compliant"], out["voc_AP50_noncompliant"] = voc_ap(g2, d2, 0), voc_ap(g2, d2, 1)
-    out["voc_AP50_2class"] = float(np.nanmean([out["voc_AP50_compliant"], out["voc_AP50_noncompliant"]]))
+    out = voc_ap_table(gts, output)
     out["nc_at_shipped"] = nc_at_thresholds(gts, output, thresholds)
     out["per_class_at_shipped"] = class_points(gts, output, thresholds)
     out["nc_at_0.5"] = nc_operating_point(gts, output, 0.5)
@@ -510,14 +526,7 @@ def truth_metrics(gts, dets: Sequence[Dets], deployed: Sequence[Dets],
         ``{"voc_AP50_<class>", "voc_mAP50_mask_no_mask", "voc_AP50_compliant", "voc_AP50_noncompliant",
         "voc_AP50_2class" (their mean), "nc": [nc_operating_point ...], "face_recall": [...]}``.
     """
-    out: Dict = {}
-    for k, name in enumerate(CLASS_NAMES):
-        out[f"voc_AP50_{name}"] = voc_ap(gts, dets, k)
-    out["voc_mAP50_mask_no_mask"] = float(np.nanmean([out["voc_AP50_mask"], out["voc_AP50_no_mask"]]))
-    g2 = [(b, two_class(l)) for b, l in gts]
-    d2 = [(b, s, two_class(c)) for b, s, c in dets]
-    out["voc_AP50_compliant"], out["voc_AP50_noncompliant"] = voc_ap(g2, d2, 0), voc_ap(g2, d2, 1)
-    out["voc_AP50_2class"] = float(np.nanmean([out["voc_AP50_compliant"], out["voc_AP50_noncompliant"]]))
+    out = voc_ap_table(gts, dets)
     out["nc"] = [nc_operating_point(gts, deployed, t) for t in nc_thresholds]
     out["face_recall"] = face_recall_by_width(gts, deployed)
     return out
