@@ -330,25 +330,27 @@ def fit(args: argparse.Namespace) -> List[Dict]:
 
 def summarize(runs: Sequence[Path]) -> str:
     """The ablation table (markdown) of finished runs: per setting (run folder name without ``_s<seed>``),
-    mean ± half the range over seeds of VOC AP@0.5 mask, no_mask and their mean on the validation split
-    and ilc2021-dev (``eval_val.json`` / ``eval_ilc2021_dev.json`` of :file:`scripts/eval_distill_student.sh`),
-    then one row per run. Runs without both files are listed as not measured."""
+    mean ± half the range over seeds of VOC AP@0.5 mask, no_mask and their mean, as the appliance outputs
+    (the ``as_output`` block of :mod:`models.evaluation.evaluate`), on the validation split and on
+    ilc2021-dev half b (``eval_val.json`` / ``eval_ilc2021_dev_half_b.json`` of
+    :file:`scripts/eval_distill_student.sh`), then one row per run. Runs without both files are listed as
+    not measured."""
     import json
     import re
     rows, groups = [], {}
     keys = ("voc_AP50_mask", "voc_AP50_no_mask", "voc_mAP50_mask_no_mask")
     for r in sorted(Path(x) for x in runs):
-        fv, fi = r / "eval_val.json", r / "eval_ilc2021_dev.json"
+        fv, fi = r / "eval_val.json", r / "eval_ilc2021_dev_half_b.json"
         if not (fv.exists() and fi.exists()):
             rows.append(f"| {r.name} | not measured |" + " |" * 6)
             continue
-        v, i = json.loads(fv.read_text())["truth"], json.loads(fi.read_text())["truth"]
+        v, i = json.loads(fv.read_text())["as_output"], json.loads(fi.read_text())["as_output"]
         ep = json.loads((r / "history.json").read_text())
         vals = [v[k] for k in keys] + [i[k] for k in keys]
         groups.setdefault(re.sub(r"_s\d+$", "", r.name), []).append(vals)
         rows.append(f"| {r.name} (best epoch {max(ep, key=lambda h: h.get('voc_mAP50_mask_no_mask', -1))['epoch']}"
                     f" of {len(ep)}, {ep[-1]['elapsed_s']:.0f} s) | " + " | ".join(f"{x:.3f}" for x in vals) + " |")
-    head = ("| run | val AP mask | val AP no_mask | val mean | ilc AP mask | ilc AP no_mask | ilc mean |\n"
+    head = ("| run | val AP mask | val AP no_mask | val mean | ilc b AP mask | ilc b AP no_mask | ilc b mean |\n"
             "| --- | --- | --- | --- | --- | --- | --- |")
     agg = []
     for name, vs in groups.items():
