@@ -20,6 +20,9 @@ mkdir -p "$out"
 "$py" -m models.export --ckpt "$run/best.pt" --out "$out/model.onnx" --version "$version" --fp32-weights \
     --eval "$out/eval.json" --parity-images "$data/images" --parity-count 8 | tee "$out/export.json"
 "$py" -m models.evaluation.evaluate --model "$out/model.onnx" --data "$ilc" --split all --out "$out/eval_ilc2021_dev.json" --threads "$threads" > /dev/null
+"$py" -m models.evaluation.evaluate --model "$out/model.onnx" --data "$ilc" --split half-b --out "$out/eval_ilc2021_dev_half_b.json" --threads "$threads" > /dev/null
+# the figures stored in the model: as output, on ilc2021-dev half b (the thresholds came from validation)
+"$py" -m models.evaluation.decision --out "$out/model.onnx" --embed "$out/eval_ilc2021_dev_half_b.json" --embed-label "ilc2021-dev half b (as output)"
 "$py" -m models.evaluation.benchmark --model "$out/model.onnx" --runs 200 --threads 2 --json | tee "$out/latency.json"
 cp "$run/curves.png" "$out/training_curves.png"
 cp "$run/split.json" "$out/split.json"

@@ -2,7 +2,8 @@
 
 * unmasked-man-outdoor-720p.mp4: exactly one alarm, for one track; the alarm sound plays once (ALSA
   null device); the annotated video shows a box on his face;
-* masked-woman-laptop.mp4 (in process, under the network guard) and masked-man-shop-1080p.mp4: no alarm;
+* masked-woman-laptop.mp4 (in process, under the network guard; and with the YOLO-style student) and
+  masked-man-shop-1080p.mp4: no alarm;
 * a missing sound device does not stop the pipeline.
 
 The policy runs on the built-in defaults (edge/config.py = edge/config.example.yaml): what the
@@ -97,6 +98,18 @@ def test_masked_man_no_alarm_each_model(tmp_path, released_model, videos):
                        "--headless", "--fast", "--events", events], home=alsa_home(tmp_path))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "stopped (source ended): 250 frames" in r.stderr
+    assert events.exists() and read_jsonl(events) == []
+    assert "alarm sound played" not in r.stderr
+
+
+def test_masked_woman_no_alarm_with_the_yunet_student(tmp_path, videos):
+    """The YOLO-style student (yunet_student) on the third clip, as a process: the other two clips run above for
+    every release, so the student gives 1 / 0 / 0 alarms on the three shared clips."""
+    events = tmp_path / "events.jsonl"
+    r = run_maskwatch(["run", "-c", write_config(tmp_path / "c.yaml", "yunet_student"), "--source", videos["masked_woman"],
+                       "--headless", "--fast", "--events", events], home=alsa_home(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "stopped (source ended): 244 frames" in r.stderr and "running: model yunet_student 1.0.0" in r.stderr
     assert events.exists() and read_jsonl(events) == []
     assert "alarm sound played" not in r.stderr
 
