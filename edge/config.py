@@ -113,11 +113,12 @@ def default_model_path(name: str = None) -> Path:
 
 
 #: The released classifier ``model.classifier`` names by default (``null``: detector only). On since issue 20:
-#: ilc2021-dev half a chose the cascade on, weight 0.65 (models/ultralight_mask/MODEL_CARD.md, "Cascade weight").
+#: ilc2021-dev half a chose the cascade on with ultralight_mask 1.3.0 (models/ultralight_mask/MODEL_CARD.md).
 DEFAULT_CLASSIFIER: Optional[str] = "mask_classifier"
 
-#: The classifier's default weight in a track's class vote (chosen on ilc2021-dev half a, issue 20).
-DEFAULT_CLASSIFIER_WEIGHT: float = 0.65
+#: The classifier's default weight in a track's class vote: chosen on ilc2021-dev half a for ultralight_mask
+#: 1.3.0 (0.5 / 0.65 / 0.8 / 0.9 / 1.0 swept; issue 20, models/ultralight_mask/MODEL_CARD.md).
+DEFAULT_CLASSIFIER_WEIGHT: float = 0.8
 
 
 def default_state_dir() -> Path:
@@ -337,7 +338,7 @@ class ClassifierConfig(_Section):
     min_crop_px: float = Field(24.0, ge=0, le=4096, description="faces whose longer side (full-resolution px) is "
                                "smaller are never classified and keep the detector's class")
     weight: float = Field(DEFAULT_CLASSIFIER_WEIGHT, ge=0, le=1, description="the classifier's weight in the track's "
-                          "class vote: weight * classifier probabilities + (1 - weight) * detector vote share (0.65: "
+                          "class vote: weight * classifier probabilities + (1 - weight) * detector vote share (0.8: "
                           "chosen on ilc2021-dev half a)")
     history: int = Field(3, ge=1, le=100, description="a track's classifier probabilities are the mean of its last "
                          "this many classifications")
