@@ -112,8 +112,13 @@ def default_model_path(name: str = None) -> Path:
     raise FileNotFoundError(f"no released model {name!r}; installed: {released_models()}")
 
 
-#: The released classifier ``model.classifier`` names by default (``null``: detector only).
-DEFAULT_CLASSIFIER: Optional[str] = None
+#: The released classifier ``model.classifier`` names by default (``null``: detector only). On since issue 20:
+#: ilc2021-dev half a chose the cascade on with ultralight_mask 1.3.0 (models/released/ultralight_mask/MODEL_CARD.md).
+DEFAULT_CLASSIFIER: Optional[str] = "mask_classifier"
+
+#: The classifier's default weight in a track's class vote: chosen on ilc2021-dev half a for ultralight_mask
+#: 1.3.0 (0.5 / 0.65 / 0.8 / 0.9 / 1.0 swept; issue 20, models/released/ultralight_mask/MODEL_CARD.md).
+DEFAULT_CLASSIFIER_WEIGHT: float = 0.8
 
 
 def default_state_dir() -> Path:
@@ -246,8 +251,8 @@ class ModelConfig(_Section):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="box clustering overrides")
     classifier: Optional[str] = Field(DEFAULT_CLASSIFIER, description="the secondary mask classifier run on each "
                                       "track's full-resolution face crop: a released classifier's name "
-                                      "(mask_classifier) or the path of an .onnx file (role: classifier); null: "
-                                      "detector only (see the classifier section)")
+                                      "(mask_classifier, the default) or the path of an .onnx file (role: "
+                                      "classifier); null: detector only (see the classifier section)")
 
     @field_validator("classifier")
     @classmethod
@@ -332,8 +337,9 @@ class ClassifierConfig(_Section):
                                  "by this fraction since its last classification (0.3: 30 %)")
     min_crop_px: float = Field(24.0, ge=0, le=4096, description="faces whose longer side (full-resolution px) is "
                                "smaller are never classified and keep the detector's class")
-    weight: float = Field(0.8, ge=0, le=1, description="the classifier's weight in the track's class vote: "
-                          "weight * classifier probabilities + (1 - weight) * detector vote share")
+    weight: float = Field(DEFAULT_CLASSIFIER_WEIGHT, ge=0, le=1, description="the classifier's weight in the track's "
+                          "class vote: weight * classifier probabilities + (1 - weight) * detector vote share (0.8: "
+                          "chosen on ilc2021-dev half a)")
     history: int = Field(3, ge=1, le=100, description="a track's classifier probabilities are the mean of its last "
                          "this many classifications")
     max_batch: int = Field(16, ge=1, le=256, description="most face crops per inference call")
