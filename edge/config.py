@@ -240,7 +240,7 @@ def _is_model_name(v: str) -> bool:
 
 class ModelConfig(_Section):
     path: Optional[str] = Field(None, description="a released model's name (a folder of models/released/: "
-                                "ultralight_mask (the default), detectnet_v2_r18, detectnet_v2_r18_pruned, yolo_student_baseline) or "
+                                "ultralight_mask (the default), detectnet_v2_r18, detectnet_v2_r18_pruned, yolo_student_baseline, yunet_student) or "
                                 "the path of an .onnx file; null: the default released model")
     backend: Literal["onnxruntime", "tensorrt"] = Field(
         "onnxruntime", description="inference runtime: onnxruntime (CPU, any machine) or tensorrt (Jetson GPU/DLA; "

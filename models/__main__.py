@@ -38,9 +38,9 @@ COMMANDS = {
 
 #: release folder -> (the commands that made it, the data it was trained on).
 RELEASES = {
-    "ultralight_mask": ("models.train.ultralight (2 stages) + scripts/release_ultralight_mask.sh (1.1.0 weights), then models.evaluation.decision + scripts/release_with_rule.sh (1.2.0)",
+    "ultralight_mask": ("models.train.ultralight (2 stages), then scripts/release_with_rule.sh at 640x480: export, models.evaluation.decision on ilc2021-dev half a (1.3.0)",
                         "face-mask-andrewmvd training split; start: ../shared/weights/ultra-light"),
-    "mask_classifier": ("models.train.classifier train + export",
+    "mask_classifier": ("models.train.classifier train + export (on by default, weight 0.8 chosen on ilc2021-dev half a)",
                         "face crops of face-mask-andrewmvd; start: ../shared/weights/imagenet MobileNetV2"),
     "detectnet_v2_r18": ("models.train.detectnet_v2 (2 phases) + scripts/release_detectnet_v2.sh",
                          "face-mask-andrewmvd training split, from scratch"),
@@ -48,6 +48,8 @@ RELEASES = {
                                 "face-mask-andrewmvd training split"),
     "yolo_student_baseline": ("models.train.yolo_student (no teacher) + scripts/release_detectnet_v2.sh",
                               "face-mask-andrewmvd training split, from scratch"),
+    "yunet_student": ("models.train.distill_student (the no-KD setting of its ablation) + scripts/release_finetuned.sh",
+                      "face-mask-andrewmvd training split; start: ../shared/weights/yunet YuNet-n"),
 }
 
 

@@ -35,6 +35,7 @@ KNOWN = {
     "yolo_student_kd": ("YOLO student, distilled", "ShuffleNetV2 + FPN/PAN, strides 8/16/32", "student distilled"),
     "yunet_mask": ("YuNet-n fine-tuned (pretrained start)", "YuNet-n + class branch, strides 8/16/32", None),
     "ultralight_mask": ("Ultra-Light RFB fine-tuned (pretrained start)", "Ultra-Light RFB SSD, strides 8/16/32/64", None),
+    "yunet_student": ("YOLO-style student, YuNet-n (pretrained start)", "YuNet-n + class branch, strides 8/16/32", None),
 }
 
 
