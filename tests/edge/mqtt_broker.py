@@ -133,13 +133,18 @@ class Subscriber:
     """A paho-mqtt client (the appliance's library) subscribed to ``topic`` as the observer user; keeps every
     message as ``(topic, payload bytes, retain)`` and reconnects when the broker restarts."""
 
+    _count = 0
+
     def __init__(self, broker: Broker, topic: str = "maskwatch/#"):
         import paho.mqtt.client as mqtt
         self.messages = []  # type: List[Tuple[str, bytes, bool]]
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-observer-{os.getpid()}",
-                             clean_session=False)
+        # one client id per subscriber: two clients with one id take the id over from each other, and with a
+        # persistent session (clean_session=False) the second inherits the first's subscriptions
+        Subscriber._count += 1
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=f"test-observer-{os.getpid()}-{Subscriber._count}", clean_session=False)
         self.c.username_pw_set(OBSERVER, OBSERVER_PASSWORD)
         self.c.reconnect_delay_set(0.2, 1)
         self.topic = topic

@@ -343,8 +343,8 @@ def test_two_entrances_with_home_assistant_discovery(broker, subscriber, tmp_pat
     # discovery is on homeassistant/#, which the fixture does not subscribe to: read it retained
     ha = Subscriber(broker, "homeassistant/#")
     try:
-        assert ha.wait(lambda: len(ha.messages) >= 12, 20)
-        configs = {t: json.loads(p) for t, p, _ in ha.messages}
+        assert ha.wait(lambda: len(ha.on("/config")) >= 12, 20)
+        configs = {t: json.loads(p) for t, p, _ in ha.messages if t.startswith("homeassistant/")}
     finally:
         ha.close()
     assert set(configs) == {t for p in pubs for t, _ in discovery_messages(p.cfg)}
