@@ -443,19 +443,9 @@ def nc_operating_point(gts, deployed: Sequence[Dets], threshold: float) -> Dict[
     Returns:
         ``{"threshold", "recall", "precision", "n_nc_faces", "n_nc_dets"}``.
     """
-    tp = n_det = n_gt = 0
-    for (gb, gl), (db, ds, dc) in zip(gts, deployed):
-        gnc = np.isin(gl, NC_CLASSES)
-        n_gt += int(gnc.sum())
-        keep = ds >= threshold
-        _, dm = match(gb, gl, db[keep], ds[keep], dc[keep])
-        dnc = np.isin(dc[keep], NC_CLASSES)
-        n_det += int(dnc.sum())
-        ok = dnc & (dm >= 0)
-        ok[ok] = gnc[dm[ok]]
-        tp += int(ok.sum())
-    return {"threshold": float(threshold), "recall": tp / max(n_gt, 1),
-            "precision": tp / n_det if n_det else 1.0, "n_nc_faces": n_gt, "n_nc_dets": n_det}
+    out = nc_at_thresholds(gts, deployed, np.full(len(CLASS_NAMES), threshold, np.float32))
+    del out["thresholds"]
+    return {"threshold": float(threshold), **out}
 
 
 def face_recall_by_width(gts, deployed: Sequence[Dets], fp_per_image: Sequence[float] = (0.5, 1.0),
