@@ -248,6 +248,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--kd-t", type=float, default=0.5, help="t of λ_i = sigmoid(conf_i - t)")
     ap.add_argument("--kd-weight", type=float, default=1.0)
     ap.add_argument("--kd-temperature", type=float, default=2.0)
+    ap.add_argument("--kd-class-form", choices=["softmax", "sigmoid"], default="sigmoid",
+                    help="class term of the KD loss (models.train.losses.kd_loss): sigmoid, as the student's head "
+                         "is trained and read; softmax, seed 000's eq. 5 as printed")
     ap.add_argument("--kd-box-weight", type=float, default=1.0)
     ap.add_argument("--pseudo", action="store_true", help="merge the teacher's unlabelled faces into the labels")
     ap.add_argument("--pseudo-conf", type=float, default=0.6, help="teacher score of a pseudo-label")
@@ -328,6 +331,60 @@ def fit(args: argparse.Namespace) -> List[Dict]:
     return loop.run(dl, step, {"pseudo_labels": n_pseudo})
 
 
+def gradient_norms(args: argparse.Namespace, n_batches: int = 4) -> List[Dict[str, float]]:
+    """The gradient norm (over all parameters) of each loss term on a few training batches (median).
+
+    Tells whether a KD term can steer the student at all, or swamps the label loss: the loop clips the
+    sum at norm 10 and AdamW normalises per parameter, so what decides is each term's share of the
+    gradient. Rows: the label loss and its parts, then the KD box and class terms (λ-weighted, weight 1)
+    for both class forms. The model is ``--init-ckpt`` (a run's EMA weights) if given, else the
+    pretrained start; batches of ``--batch`` crops from the training split with the ``--teacher-cache``
+    objects at score >= ``--teacher-min-conf``.
+
+    Returns:
+        One dict per term: ``{"term", "loss", "grad_norm"}`` (medians over ``n_batches`` batches).
+    """
+    train_s, _ = start_run(args)
+    t = load_or_make_teacher(args, train_s)
+    m = args.teacher_min_conf
+    t = {k: (b[c >= m], c[c >= m], l[c >= m]) for k, (b, c, l) in t.items()}
+    params = YoloParams(STRIDES)
+    rng = np.random.default_rng(args.seed)
+    pick = [train_s[i] for i in rng.choice(len(train_s), size=min(len(train_s), args.batch * n_batches), replace=False)]
+    ds = FaceSet(pick, args.crop, teacher=t, params=params, seed=args.seed)
+    grid = torch.from_numpy(np.stack(yolo_grid((args.crop, args.crop), params), axis=1))
+    model = build_model(args).train()
+    from models.train.losses import flatten_levels, kd_loss
+    from models.train.yunet import finetune_loss
+
+    def terms(pred, batch):
+        _, tgt_box, tgt_cls, ignore, t_box, t_logits, t_conf, t_cell_w = batch
+        out = {}
+        for name, kw in (("label loss", {}), ("label box (2 x GIoU)", dict(obj_weight=0, cls_weight=0)),
+                         ("label objectness", dict(box_weight=0, cls_weight=0)),
+                         ("label class", dict(box_weight=0, obj_weight=0))):
+            out[name] = finetune_loss(pred, grid, tgt_box, tgt_cls, ignore, **kw)[0]
+        for form in ("softmax", "sigmoid"):
+            out[f"KD class, {form}"] = kd_loss(pred, grid, t_box, t_logits, t_conf, t_cell_w, args.kd_t, None,
+                                               args.kd_temperature, 0.0, form)[0]
+        kd_all = kd_loss(pred, grid, t_box, t_logits, t_conf, t_cell_w, args.kd_t, None, args.kd_temperature, 1.0,
+                         "sigmoid")[0]
+        out["KD box (stride units)"] = kd_all - out["KD class, sigmoid"]
+        return out
+
+    rows: Dict[str, List[Tuple[float, float]]] = {}
+    for k in range(n_batches):
+        batch = [torch.stack(x) for x in zip(*[ds[i] for i in range(k * args.batch, (k + 1) * args.batch)])]
+        pred = flatten_levels(model(batch[0]))
+        for name, loss in terms(pred, batch).items():
+            model.zero_grad()
+            loss.backward(retain_graph=True)
+            g = torch.sqrt(sum((q.grad.float() ** 2).sum() for q in model.parameters() if q.grad is not None))
+            rows.setdefault(name, []).append((float(loss.detach()), float(g)))
+    return [{"term": n, "loss": float(np.median([a for a, _ in v])), "grad_norm": float(np.median([b for _, b in v]))}
+            for n, v in rows.items()]
+
+
 def summarize(runs: Sequence[Path]) -> str:
     """The ablation table (markdown) of finished runs: per setting (run folder name without ``_s<seed>``),
     mean ± half the range over seeds of VOC AP@0.5 mask, no_mask and their mean, as the appliance outputs
@@ -367,6 +424,11 @@ def main(argv=None) -> int:
         print(summarize([Path(a) for a in argv[1:]]))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if argv[:1] == ["gradnorms"]:  # python -m models.train.distill_student gradnorms [training options]
+        print("| term | loss | gradient norm |\n| --- | --- | --- |")
+        for r in gradient_norms(parse_args(argv[1:])):
+            print(f"| {r['term']} | {r['loss']:.3f} | {r['grad_norm']:.2f} |")
+        return 0
     fit(parse_args(argv))
     return 0
 

@@ -121,7 +121,7 @@ def difficulty_weights(conf: torch.Tensor, t: float) -> torch.Tensor:
 
 def kd_loss(pred: torch.Tensor, grid: torch.Tensor, t_box: torch.Tensor, t_logits: torch.Tensor, t_conf: torch.Tensor,
             t_cell_w: torch.Tensor, t: float = 0.5, fixed_lambda: float = None, temperature: float = 2.0,
-            box_weight: float = 1.0) -> Tuple[torch.Tensor, Dict[str, float]]:
+            box_weight: float = 1.0, class_form: str = "softmax") -> Tuple[torch.Tensor, Dict[str, float]]:
     """Difficulty-aware distillation term ``Σ_i λ_i · L_KD,i`` (seed 000 Algorithm 1, eqs. 4-6).
 
     Teacher objects are matched to student cells by :func:`edge.decoders.assign_yolo` (the same
@@ -131,7 +131,14 @@ def kd_loss(pred: torch.Tensor, grid: torch.Tensor, t_box: torch.Tensor, t_logit
     * ``(x_t - x_s)^2 + (y_t - y_s)^2 + (w_t - w_s)^2 + (h_t - h_s)^2`` with centre and size in
       units of the level's stride (eq. 5, first line), plus
     * ``BCE(softmax(D_t / T), softmax(D_s / T))`` averaged over classes (eqs. 5-6), with ``D_t``
-      the teacher's per-class coverage logits at the object and ``D_s`` the student's class logits.
+      the teacher's per-class coverage logits at the object and ``D_s`` the student's class logits
+      (``class_form="softmax"``, the equation as printed), or
+    * with ``class_form="sigmoid"``, the same BCE on the probabilities a sigmoid class head outputs:
+      ``BCE(sigmoid(logit(p_t) / T), sigmoid(D_s / T))`` per class, ``p_t = softmax(D_t)`` the
+      teacher's class distribution. This is the form for a head trained with per-class sigmoid BCE and
+      read by the runtime as ``sigmoid(obj) * sigmoid(cls)`` (:func:`edge.decoders.decode_yolo`): a
+      softmax of such logits is shift-invariant, so the printed form constrains only logit differences
+      and leaves each class's sigmoid score to the label loss.
 
     Args:
         pred: (B, A, 5+C) raw student outputs. grid: (A, 3) ``(cx, cy, stride)``.
@@ -141,11 +148,17 @@ def kd_loss(pred: torch.Tensor, grid: torch.Tensor, t_box: torch.Tensor, t_logit
         t: eq. 4 threshold. fixed_lambda: use this constant λ instead (the ablation's baseline).
         temperature: T of the softened class distributions.
         box_weight: weight of the box term inside ``L_KD`` (1 in seed 000; 0 distils the classes only).
+        class_form: ``"softmax"`` or ``"sigmoid"`` (above).
 
     Returns:
         (scalar ``Σ_i λ_i L_KD,i / n_objects``, {"kd_box", "kd_cls", "lambda_mean": float}). The teacher
         tensors are detached: gradients reach only the student.
+
+    Raises:
+        ValueError: ``class_form`` is neither ``"softmax"`` nor ``"sigmoid"``.
     """
+    if class_form not in ("softmax", "sigmoid"):
+        raise ValueError(f"class_form must be 'softmax' or 'sigmoid', got {class_form!r}")
     t_box, t_logits, t_conf, t_cell_w = (x.detach().float() for x in (t_box, t_logits, t_conf, t_cell_w))
     m = t_cell_w > 0
     if not m.any():
@@ -159,8 +172,13 @@ def kd_loss(pred: torch.Tensor, grid: torch.Tensor, t_box: torch.Tensor, t_logit
         return torch.cat([(b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]], dim=1) / st
 
     sq = ((xywh(t_box[m]) - xywh(s)) ** 2).sum(1)
-    d_t = torch.softmax(t_logits[m] / temperature, dim=1)
-    d_s = torch.softmax(pred[m][:, 5:] / temperature, dim=1).clamp(1e-6, 1 - 1e-6)
+    if class_form == "softmax":
+        d_t = torch.softmax(t_logits[m] / temperature, dim=1)
+        d_s = torch.softmax(pred[m][:, 5:] / temperature, dim=1).clamp(1e-6, 1 - 1e-6)
+    else:
+        p_t = torch.softmax(t_logits[m], dim=1).clamp(1e-6, 1 - 1e-6)
+        d_t = torch.sigmoid(torch.logit(p_t) / temperature)
+        d_s = torch.sigmoid(pred[m][:, 5:] / temperature).clamp(1e-6, 1 - 1e-6)
     bce = -(d_t * torch.log(d_s) + (1 - d_t) * torch.log(1 - d_s)).mean(1)
     lam = torch.full_like(sq, fixed_lambda) if fixed_lambda is not None else difficulty_weights(t_conf[m], t)
     w = t_cell_w[m]

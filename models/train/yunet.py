@@ -333,6 +333,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--kd-t", type=float, default=0.5, help="t of λ_i = sigmoid(conf_i - t)")
     ap.add_argument("--kd-weight", type=float, default=1.0)
     ap.add_argument("--kd-temperature", type=float, default=2.0)
+    ap.add_argument("--kd-class-form", choices=["softmax", "sigmoid"], default="softmax",
+                    help="class term of the KD loss (models.train.losses.kd_loss): the printed softmax or the sigmoid head's")
     ap.add_argument("--kd-box-weight", type=float, default=1.0)
     ap.add_argument("--pseudo", choices=["none", "ignore", "label"], default="none")
     ap.add_argument("--pseudo-conf", type=float, default=0.7, help="YuNet confidence of an unlabelled face")
@@ -461,7 +463,7 @@ def yunet_step(model: torch.nn.Module, grid: torch.Tensor, args: argparse.Namesp
         loss = hard
         if distil:
             kd, kparts = kd_loss(pred, grid, t_box, t_logits, t_conf, t_cell_w, args.kd_t, None,
-                                 args.kd_temperature, args.kd_box_weight)
+                                 args.kd_temperature, args.kd_box_weight, args.kd_class_form)
             loss = hard + args.kd_weight * kd
             parts.update(kparts, kd=float(kd.detach()))
         return loss, {**parts, "hard": float(hard.detach())}

@@ -55,6 +55,43 @@ def test_kd_loss_applies_lambda_to_both_box_and_class_terms():
         assert float(loss) == pytest.approx(lam * float(plain), rel=1e-5)  # λ multiplies L_KD = box + class
 
 
+def _class_term(student_cls, form: str, temperature: float = 2.0) -> float:
+    """The KD class term of one teacher object (one cell, class distribution (0.7, 0.2, 0.1)) for a student
+    whose box is the teacher's and whose class logits are ``student_cls``."""
+    grid = torch.from_numpy(np.stack(yolo_grid((64, 64)), axis=1))
+    A = grid.shape[0]
+    pred = torch.zeros(1, A, 8)
+    pred[0, 0, 5:] = torch.as_tensor(student_cls, dtype=torch.float32)
+    box = _decoded_box(pred, grid)
+    t_box = torch.zeros(1, A, 4); t_box[0, 0] = box
+    t_logits = torch.zeros(1, A, 3); t_logits[0, 0] = torch.log(torch.tensor([0.7, 0.2, 0.1]))
+    w = torch.zeros(1, A); w[0, 0] = 1.0
+    _, parts = kd_loss(pred, grid, t_box, t_logits, torch.ones(1, A), w, fixed_lambda=1.0,
+                       temperature=temperature, class_form=form)
+    assert parts["kd_box"] == pytest.approx(0.0, abs=1e-6)
+    return parts["kd_cls"]
+
+
+def _decoded_box(pred, grid):
+    from models.train.losses import yolo_decode_boxes
+    return yolo_decode_boxes(pred[0, :1, :4], grid[:1])[0]
+
+
+def test_kd_class_term_sigmoid_form_is_lowest_at_the_teachers_class_probabilities():
+    # the sigmoid head the runtime reads (sigmoid(cls)): its optimum is sigmoid(cls_c) = p_t(c), for any T
+    best = np.log(np.array([0.7, 0.2, 0.1]) / (1 - np.array([0.7, 0.2, 0.1])))
+    for T in (1.0, 2.0):
+        at = _class_term(best, "sigmoid", T)
+        for d in ([0.5, 0, 0], [0, -0.5, 0], [1, 1, 1], [-1, -1, -1]):
+            assert _class_term(best + np.array(d), "sigmoid", T) > at + 1e-4
+    # the printed softmax form only sees logit differences: shifting every logit changes nothing, so it
+    # cannot hold a class's sigmoid score where the teacher puts it (the issue-21 failure)
+    assert _class_term(best + 3.0, "softmax") == pytest.approx(_class_term(best, "softmax"), abs=1e-6)
+    assert _class_term(best + 3.0, "sigmoid") > _class_term(best, "sigmoid") + 0.1
+    with pytest.raises(ValueError, match="class_form"):
+        _class_term(best, "cosine")
+
+
 def test_ssd_class_logits_are_the_class_distribution_of_the_boxes_priors():
     # three priors: two on one face (mostly no_mask), one elsewhere (mask); background first
     boxes = np.array([[10, 10, 50, 50], [11, 10, 51, 50], [100, 100, 140, 140]], np.float32)
@@ -170,3 +207,20 @@ def test_cli_smoke_run_writes_a_checkpoint_the_exporter_reads(tmp_path):
     with torch.no_grad():
         outs = m(torch.rand(1, 3, 64, 96))
     assert [tuple(o.shape) for o in outs] == [(1, 8, 8, 12), (1, 8, 4, 6), (1, 8, 2, 3)]
+
+
+@needs_data
+def test_gradient_norms_show_the_stride_unit_box_term_swamping_the_label_loss(tmp_path):
+    # the measured cause of the issue-21 KD loss: at the pretrained start eq. 5's box term, in stride
+    # units on an exp-decoded head, has a gradient several times the whole label loss's, while the class
+    # term's is a small fraction of it
+    from models.train.distill_student import gradient_norms, parse_args
+
+    args = parse_args(["--data", str(DATA), "--out", str(tmp_path / "gn"), "--limit", "16", "--batch", "8",
+                       "--crop", "160", "--threads", "1"])
+    rows = {r["term"]: r for r in gradient_norms(args, n_batches=2)}
+    assert (tmp_path / "gn" / "teacher.npz").exists()  # the teacher was run on the 16 photos and cached
+    label = rows["label loss"]["grad_norm"]
+    assert label > 0 and all(np.isfinite(r["grad_norm"]) for r in rows.values())
+    assert rows["KD box (stride units)"]["grad_norm"] > 2 * label
+    assert rows["KD class, sigmoid"]["grad_norm"] < 0.5 * label
