@@ -10,6 +10,8 @@ CLI (the ablation of ``docs/distillation.md``; one stage from the pretrained YuN
     python -m models.train.distill_student $C $T --kd --out runs/ds/kd_s0 --seed 0
     # KD + the teacher's confident faces that no label accounts for, merged in as labels
     python -m models.train.distill_student $C $T --kd --pseudo --out runs/ds/kdpl_s0 --seed 0
+    # the gradient norm of each loss term (label loss and its parts, KD box, KD class in both forms)
+    python -m models.train.distill_student gradnorms $C $T --out /tmp/gn [--init-ckpt runs/ds/nokd_s0/best.pt]
 
 What it does:
 
@@ -28,9 +30,14 @@ What it does:
   would cut.
 * **KD** (seed 000 §III.B, Algorithm 1, eqs. 4-6; :func:`models.train.losses.kd_loss`):
   ``L = L_hard + w · Σ_i λ_i L_KD,i`` with ``λ_i = sigmoid(conf_i - t)`` weighting both the box term
-  (squared centre/size error in strides) and the temperature-softened class BCE; teacher objects are
-  matched to student cells like labels (:func:`edge.decoders.assign_yolo`) and carried through the
-  same augmentation (:class:`models.train.yunet.FaceSet`).
+  (squared centre/size error in strides, × ``--kd-box-weight``) and the temperature-softened class
+  BCE (``--kd-class-form``: ``sigmoid``, on the probabilities the student's sigmoid head outputs, by
+  default; ``softmax``, eq. 5 as printed); teacher objects are matched to student cells like labels
+  (:func:`edge.decoders.assign_yolo`) and carried through the same augmentation
+  (:class:`models.train.yunet.FaceSet`). At ``--kd-box-weight 1`` the box term's gradient is ~5× the
+  whole label loss's at the pretrained start (``gradnorms``; this student decodes ``exp(raw) · stride``,
+  so the stride-unit error is unbounded, unlike YOLOv5's offsets in seed 000) and the student's
+  ``no_mask`` AP collapses; ``0.1`` brings it to about half the label loss's.
 * **Pseudo-labels** (:func:`merge_pseudo_labels`): a teacher object with confidence ``>= --pseudo-conf``
   whose box has IoU ``<= --pseudo-iou`` with every label (and covers at most half of the smaller box of
   any label) is a face the annotators missed; it becomes a label of the teacher's class. With
