@@ -136,20 +136,39 @@ class StudentSet(Dataset):
         tgt_box = np.zeros((A, 4), np.float32)
         tgt_cls = np.full(A, -1, np.int64)
         tgt_box[own >= 0], tgt_cls[own >= 0] = gb[own[own >= 0]], gl[own[own >= 0]]
-        kb, kidx = boxes[~is_gt], idx[~is_gt] - n_gt
-        town = assign_yolo(kb, hw, self.params)
-        t_box = np.zeros((A, 4), np.float32)
-        t_logits = np.zeros((A, self.C), np.float32)
-        t_conf = np.zeros(A, np.float32)
-        t_cell_w = np.zeros(A, np.float32)
-        m = town >= 0
-        if m.any():
-            k = town[m]
-            t_box[m], t_logits[m], t_conf[m] = kb[k], tl[kidx[k]], tc[kidx[k]]
-            t_cell_w[m] = 1.0 / np.bincount(k, minlength=len(kb))[k]
+        t_box, t_logits, t_conf, t_cell_w = teacher_cell_targets(boxes[~is_gt], idx[~is_gt] - n_gt, tc, tl, hw, self.params)
         x = img[:, :, ::-1].astype(np.float32).transpose(2, 0, 1) / 255.0
         return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in
                      (x, tgt_box, tgt_cls, t_box, t_logits, t_conf, t_cell_w))
+
+
+def teacher_cell_targets(boxes: np.ndarray, src: np.ndarray, conf: np.ndarray, logits: np.ndarray,
+                         hw: Tuple[int, int], params: YoloParams) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The KD targets of one augmented crop: teacher objects matched to cells like labels.
+
+    Args:
+        boxes: (K, 4) float32 xyxy px, the teacher boxes that survived the augmentation.
+        src: (K,) int64 index of each box in the photo's teacher objects (rows of ``conf`` and ``logits``).
+        conf: (N,) float32 teacher scores 0-1; logits: (N, C) float32 class logits.
+        hw: the crop's (H, W) px. params: the student's strides.
+
+    Returns:
+        ``t_box (A, 4) float32 xyxy px, t_logits (A, C), t_conf (A,), t_cell_w (A,)``: per cell of the
+        :func:`edge.decoders.assign_yolo` assignment the object's box, logits and score, and ``1 / (cells
+        of the object)`` (0 where no object), the inputs of :func:`models.train.losses.kd_loss`.
+    """
+    A = len(yolo_grid(hw, params)[0])
+    own = assign_yolo(boxes, hw, params)
+    t_box = np.zeros((A, 4), np.float32)
+    t_logits = np.zeros((A, np.shape(logits)[1]), np.float32)
+    t_conf = np.zeros(A, np.float32)
+    t_cell_w = np.zeros(A, np.float32)
+    m = own >= 0
+    if m.any():
+        k = own[m]
+        t_box[m], t_logits[m], t_conf[m] = boxes[k], logits[src[k]], conf[src[k]]
+        t_cell_w[m] = 1.0 / np.bincount(k, minlength=len(boxes))[k]
+    return t_box, t_logits, t_conf, t_cell_w
 
 
 def student_meta(args) -> ModelMeta:

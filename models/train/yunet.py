@@ -56,6 +56,7 @@ from models.evaluation.evaluate import run_images, truth_metrics
 from models.train.losses import flatten_levels, focal_objectness, giou_loss, kd_loss, yolo_decode_boxes
 from models.nets.yunet import STRIDES, PwDw, YuNetDetector, checkpoint_variant, load_yunet
 from models.train.loop import EMA, Loop, seed_everything, warmup_cosine
+from models.train.yolo_student import teacher_cell_targets
 
 log = logging.getLogger("models.train.yunet")
 cv2.setNumThreads(1)
@@ -247,17 +248,7 @@ class FaceSet(Dataset):
         if self.pseudo == "ignore":
             ignore = tgt_cls == PSEUDO
             tgt_cls[ignore] = -1
-        kb, kidx = boxes[is_t], idx[is_t] - n_gt
-        town = assign_yolo(kb, hw, self.params)
-        t_box = np.zeros((A, 4), np.float32)
-        t_logits = np.zeros((A, C), np.float32)
-        t_conf = np.zeros(A, np.float32)
-        t_cell_w = np.zeros(A, np.float32)
-        m = town >= 0
-        if m.any():
-            k = town[m]
-            t_box[m], t_logits[m], t_conf[m] = kb[k], tl[kidx[k]], tc[kidx[k]]
-            t_cell_w[m] = 1.0 / np.bincount(k, minlength=len(kb))[k]
+        t_box, t_logits, t_conf, t_cell_w = teacher_cell_targets(boxes[is_t], idx[is_t] - n_gt, tc, tl, hw, self.params)
         x = img[:, :, ::-1].astype(np.float32).transpose(2, 0, 1) / 255.0
         return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in
                      (x, tgt_box, tgt_cls, ignore, t_box, t_logits, t_conf, t_cell_w))
