@@ -10,6 +10,8 @@ CLI (the ablation of ``docs/distillation.md``; one stage from the pretrained YuN
     python -m models.train.distill_student $C $T --kd --out runs/ds/kd_s0 --seed 0
     # KD + the teacher's confident faces that no label accounts for, merged in as labels
     python -m models.train.distill_student $C $T --kd --pseudo --out runs/ds/kdpl_s0 --seed 0
+    # KD with the teacher run on every augmented crop (consistent teaching) instead of the cache
+    python -m models.train.distill_student $C $T --kd --kd-online --out runs/ds/kdon_s0 --seed 0
     # the gradient norm of each loss term (label loss and its parts, KD box, KD class in both forms)
     python -m models.train.distill_student gradnorms $C $T --out /tmp/gn [--init-ckpt runs/ds/nokd_s0/best.pt]
 
@@ -129,6 +131,53 @@ def ssd_class_logits(det_boxes: np.ndarray, prior_scores: np.ndarray, prior_boxe
     return out
 
 
+def ssd_teacher_on_image(be, img: np.ndarray, min_conf: float) -> TeacherDets:
+    """One BGR image through the SSD teacher, decoded as the appliance decodes it.
+
+    Args:
+        be: an :class:`edge.backends.onnxruntime.OnnxRuntimeBackend` of a ``decoder: ssd`` model.
+        img: (H, W, 3) uint8 BGR (a photo, or an augmented training crop).
+        min_conf: objects below this score are dropped.
+
+    Returns:
+        ``(boxes (K, 4) float32 xyxy px of img, scores (K,) float32 0-1, logits (K, C) float32
+        log p(c | face))`` (:func:`ssd_class_logits`).
+    """
+    h, w = img.shape[:2]
+    x, lb = preprocess(img, be.meta)
+    raw = be.infer(x)
+    boxes, scores, _ = postprocess(raw, be.meta, lb, (w, h))
+    keep = scores >= min_conf
+    boxes, scores = boxes[keep].astype(np.float32), scores[keep].astype(np.float32)
+    inp = boxes * np.array([lb.scale_x, lb.scale_y] * 2, np.float32) + np.array([lb.pad_x, lb.pad_y] * 2, np.float32)
+    return boxes, scores, ssd_class_logits(inp, raw["scores"][0], raw["boxes"][0])
+
+
+class OnlineTeacher:
+    """The SSD teacher run on every augmented crop the student sees ("consistent teaching": Beyer et al.,
+    "Knowledge distillation: A good teacher is patient and consistent", CVPR 2022, sec. 3): the KD
+    targets are the teacher's outputs on exactly the student's input, so every epoch's new crops give new
+    targets, instead of the per-photo cache carried through the augmentation.
+
+    Args:
+        onnx_path: the teacher ONNX (``decoder: ssd``). min_conf: objects below this score are not distilled.
+        threads: ONNX Runtime threads.
+
+    Call: ``(H, W, 3) uint8 BGR crop -> (boxes (K, 4) float32 crop px, conf (K,), logits (K, C))``.
+    """
+
+    def __init__(self, onnx_path: Path, min_conf: float = 0.5, threads: int = 1):
+        from edge.backends.onnxruntime import OnnxRuntimeBackend
+
+        self.be = OnnxRuntimeBackend(onnx_path, threads=threads)
+        if self.be.meta.decoder != "ssd":
+            raise ValueError(f"{onnx_path}: decoder {self.be.meta.decoder!r}, the online teacher needs 'ssd'")
+        self.min_conf = min_conf
+
+    def __call__(self, img: np.ndarray) -> TeacherDets:
+        return ssd_teacher_on_image(self.be, img, self.min_conf)
+
+
 def ssd_teacher_predictions(onnx_path: Path, samples: Sequence[Sample], min_conf: float = 0.3,
                             classifier: Optional[Path] = None, class_teacher: str = "detector",
                             threads: int = 1) -> Dict[str, TeacherDets]:
@@ -167,14 +216,7 @@ def ssd_teacher_predictions(onnx_path: Path, samples: Sequence[Sample], min_conf
     out: Dict[str, TeacherDets] = {}
     for s in samples:
         img = cv2.imread(str(s.image))
-        h, w = img.shape[:2]
-        x, lb = preprocess(img, meta)
-        raw = be.infer(x)
-        boxes, scores, _ = postprocess(raw, meta, lb, (w, h))
-        keep = scores >= min_conf
-        boxes, scores = boxes[keep].astype(np.float32), scores[keep].astype(np.float32)
-        inp = boxes * np.array([lb.scale_x, lb.scale_y] * 2, np.float32) + np.array([lb.pad_x, lb.pad_y] * 2, np.float32)
-        logits = ssd_class_logits(inp, raw["scores"][0], raw["boxes"][0])
+        boxes, scores, logits = ssd_teacher_on_image(be, img, min_conf)
         if cls is not None and len(boxes):
             p = np.clip(cls.probs(img, boxes), 1e-4, 1.0)
             if class_teacher == "mean":
@@ -259,6 +301,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="class term of the KD loss (models.train.losses.kd_loss): sigmoid, as the student's head "
                          "is trained and read; softmax, seed 000's eq. 5 as printed")
     ap.add_argument("--kd-box-weight", type=float, default=1.0)
+    ap.add_argument("--kd-online", action="store_true",
+                    help="run the teacher on every augmented crop (consistent teaching) instead of the per-photo cache")
     ap.add_argument("--pseudo", action="store_true", help="merge the teacher's unlabelled faces into the labels")
     ap.add_argument("--pseudo-conf", type=float, default=0.6, help="teacher score of a pseudo-label")
     ap.add_argument("--pseudo-iou", type=float, default=0.3, help="a pseudo-label's IoU with every label is <= this")
@@ -311,15 +355,17 @@ def fit(args: argparse.Namespace) -> List[Dict]:
         m = args.teacher_min_conf
         kd_teacher = {k: (b[c >= m], c[c >= m], l[c >= m]) for k, (b, c, l) in teacher.items()}
     log.info("train %d images %s, val %d; KD %s (%d teacher objects, t %.2f); pseudo-labels %d",
-             len(train_s), class_counts(train_s), len(val_s), "on" if args.kd else "off",
+             len(train_s), class_counts(train_s), len(val_s),
+             ("online: the teacher on every crop" if args.kd_online else "on") if args.kd else "off",
              sum(len(v[0]) for v in kd_teacher.values()) if kd_teacher else 0, args.kd_t, n_pseudo)
     meta = detector_meta(args)
     model = build_model(args)
     net_cfg = {"num_classes": len(CLASS_NAMES), "cls_hidden": bool(args.cls_hidden), "variant": model.variant,
                "cls_depth": model.cls_depth}
     params = YoloParams(STRIDES)
-    ds = FaceSet(train_s, args.crop, teacher=kd_teacher, unlabelled=None, pseudo="none", p_zoom=args.p_zoom,
-                 scale=args.scale, seed=args.seed, params=params)
+    online = OnlineTeacher(args.teacher, args.teacher_min_conf, threads=1) if args.kd and args.kd_online else None
+    ds = FaceSet(train_s, args.crop, teacher=None if online else kd_teacher, unlabelled=None, pseudo="none",
+                 p_zoom=args.p_zoom, scale=args.scale, seed=args.seed, params=params, online_teacher=online)
     grid = torch.from_numpy(np.stack(yolo_grid((args.crop, args.crop), params), axis=1))
     g = torch.Generator().manual_seed(args.seed)
     dl = finetune_loader(ds, rf_samples, args, g)

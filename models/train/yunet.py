@@ -190,11 +190,15 @@ class FaceSet(Dataset):
 
     Items (A = cells of all levels of an S x S crop): ``image (3,S,S) float32 RGB/255, tgt_box
     (A,4) float32 xyxy px, tgt_cls (A,) int64 (class, PSEUDO or -1), ignore (A,) bool, t_box (A,4),
-    t_logits (A,C), t_conf (A,), t_cell_w (A,)`` (the KD targets as :class:`models.train.yolo_student.StudentSet`).
+    t_logits (A,C), t_conf (A,), t_cell_w (A,)`` (the KD targets as :class:`models.train.yolo_student.StudentSet`):
+    from ``teacher`` (per-photo objects carried through the augmentation) or, with ``online_teacher``
+    (a callable ``(S, S, 3) uint8 BGR crop -> (boxes, conf, logits)``), made on the crop itself.
     """
 
     def __init__(self, samples: Sequence[Sample], crop: int, teacher=None, unlabelled=None, pseudo: str = "none",
-                 p_zoom: float = 0.5, scale=(0.6, 2.5), seed: int = 0, params: YoloParams = YoloParams()):
+                 p_zoom: float = 0.5, scale=(0.6, 2.5), seed: int = 0, params: YoloParams = YoloParams(),
+                 online_teacher: Callable = None):
+        self.online_teacher = online_teacher  # crop -> (boxes, conf, logits): KD targets made on the crop itself
         self.samples = list(samples)
         self.images = [cv2.imread(str(s.image)) for s in self.samples]
         self.crop, self.params, self.pseudo, self.p_zoom = crop, params, pseudo, p_zoom
@@ -248,7 +252,12 @@ class FaceSet(Dataset):
         if self.pseudo == "ignore":
             ignore = tgt_cls == PSEUDO
             tgt_cls[ignore] = -1
-        t_box, t_logits, t_conf, t_cell_w = teacher_cell_targets(boxes[is_t], idx[is_t] - n_gt, tc, tl, hw, self.params)
+        if self.online_teacher is not None:  # the teacher sees exactly the student's input
+            tb, tc, tl = self.online_teacher(np.ascontiguousarray(img))
+            t_box, t_logits, t_conf, t_cell_w = teacher_cell_targets(tb, np.arange(len(tb)), tc, tl, hw, self.params)
+        else:
+            t_box, t_logits, t_conf, t_cell_w = teacher_cell_targets(boxes[is_t], idx[is_t] - n_gt, tc, tl, hw,
+                                                                     self.params)
         x = img[:, :, ::-1].astype(np.float32).transpose(2, 0, 1) / 255.0
         return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in
                      (x, tgt_box, tgt_cls, ignore, t_box, t_logits, t_conf, t_cell_w))

@@ -224,3 +224,38 @@ def test_gradient_norms_show_the_stride_unit_box_term_swamping_the_label_loss(tm
     assert label > 0 and all(np.isfinite(r["grad_norm"]) for r in rows.values())
     assert rows["KD box (stride units)"]["grad_norm"] > 2 * label
     assert rows["KD class, sigmoid"]["grad_norm"] < 0.5 * label
+
+
+@needs_data
+def test_online_teacher_targets_are_made_on_the_augmented_crop():
+    # consistent teaching: the teacher runs on the very crop the student sees, so its boxes land on the
+    # crop's labelled faces (after zoom, scale, flip) as often as the per-photo cache carried through the
+    # same augmentation does
+    from edge.decoders import box_iou
+    from models.data import read_dataset, split
+    from models.train.distill_student import OnlineTeacher
+
+    train, _ = split(read_dataset(DATA))
+    photos = train[:12]
+
+    def label_cells_taught(ds):
+        hits = cells = 0
+        for i in range(len(ds)):
+            x, tgt_box, tgt_cls, ignore, t_box, t_logits, t_conf, t_cell_w = ds[i]
+            m = t_cell_w > 0
+            assert torch.all(t_conf[m] >= 0.5) and torch.all(t_conf[~m] == 0)
+            assert torch.exp(t_logits[m]).sum(1).numpy() == pytest.approx(np.ones(int(m.sum())), abs=0.01)
+            lab = tgt_cls >= 0
+            cells += int(lab.sum())
+            both = m & lab
+            if both.any():
+                hits += int((box_iou(t_box[both].numpy(), tgt_box[both].numpy()).diagonal() >= 0.5).sum())
+        assert cells > 0
+        return hits / cells
+
+    online = label_cells_taught(FaceSet(photos, 256, p_zoom=1.0, seed=0, online_teacher=OnlineTeacher(DEFAULT_TEACHER, 0.5)))
+    cached = label_cells_taught(FaceSet(photos, 256, p_zoom=1.0, seed=0, teacher=ssd_teacher_predictions(DEFAULT_TEACHER, photos, 0.5)))
+    print(f"labelled-face cells with a teacher target on the same face: online {online:.2f}, cached {cached:.2f}")
+    assert online >= 0.5 and online >= cached - 0.1
+    with pytest.raises(ValueError, match="ssd"):
+        OnlineTeacher(Path(__file__).resolve().parents[2] / "models" / "released" / "yunet_student" / "model.onnx")
