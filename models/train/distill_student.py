@@ -300,7 +300,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--kd-class-form", choices=["softmax", "sigmoid"], default="sigmoid",
                     help="class term of the KD loss (models.train.losses.kd_loss): sigmoid, as the student's head "
                          "is trained and read; softmax, seed 000's eq. 5 as printed")
-    ap.add_argument("--kd-box-weight", type=float, default=1.0)
+    ap.add_argument("--kd-box-weight", type=float, default=0.1,
+                    help="weight of the box term inside L_KD (1 in seed 000; see gradnorms)")
     ap.add_argument("--kd-online", action="store_true",
                     help="run the teacher on every augmented crop (consistent teaching) instead of the per-photo cache")
     ap.add_argument("--pseudo", action="store_true", help="merge the teacher's unlabelled faces into the labels")

@@ -183,7 +183,8 @@ def test_tiny_distillation_run_from_the_pretrained_start_lowers_the_loss(tmp_pat
     for _ in range(8):
         pred = flatten_levels(model(x))
         hard, _ = finetune_loss(pred, grid, tgt_box, tgt_cls, ignore)
-        kd, parts = kd_loss(pred, grid, t_box, t_logits, t_conf, t_cell_w, t=0.5)
+        kd, parts = kd_loss(pred, grid, t_box, t_logits, t_conf, t_cell_w, t=0.5, box_weight=0.1,
+                            class_form="sigmoid")  # the recipe's defaults
         loss = hard + kd
         opt.zero_grad(); loss.backward(); opt.step()
         losses.append(float(loss.detach())); kds.append(float(kd.detach()))
