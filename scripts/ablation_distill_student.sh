@@ -19,7 +19,7 @@ shift
 [ "$#" -gt 0 ] || { echo "usage: $0 SEED nokd|kd|kdpl|kdon|kdeq5 ..." >&2; exit 2; }
 py=${PYTHON:-python3}
 teacher=${TEACHER:-models/released/ultralight_mask/model.onnx}
-cache=${CACHE:-runs/ds/teacher_$(basename "$teacher" .onnx).npz}
+cache=${CACHE:-runs/ds/teacher_$(basename "$(dirname "$teacher")")_$(basename "$teacher" .onnx).npz}
 C=(--data ../shared/data/face-mask-andrewmvd --crop 256 --epochs "${EPOCHS:-8}" --cls-lr-mult 5 --threads 1 --seed "$seed" --resume)
 T=(--teacher "$teacher" --teacher-cache "$cache" --kd)
 mkdir -p runs/ds
