@@ -70,9 +70,9 @@ from edge.model import postprocess, preprocess
 from models.data import Sample, class_counts
 from models.train.yolo_student import TeacherDets, load_teacher, save_teacher
 from models.train.yunet import (DEFAULT_YUNET, FaceSet, add_schedule_args, build_model, detector_meta, face_teacher,
-                               finetune_loader, finetune_loop, head_optimiser, load_faces, save_faces, start_run,
-                               unlabelled_faces, yunet_step)
-from models.train.losses import difficulty_weights
+                               finetune_loader, finetune_loop, finetune_loss, head_optimiser, load_faces, save_faces,
+                               start_run, unlabelled_faces, yunet_step)
+from models.train.losses import difficulty_weights, flatten_levels, kd_loss
 from models.nets.yunet import STRIDES
 from models.train.loop import warmup_cosine
 
@@ -319,6 +319,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def confident(teacher: Dict[str, TeacherDets], min_conf: float) -> Dict[str, TeacherDets]:
+    """The teacher objects of each photo with score ``>= min_conf`` (the ones distilled)."""
+    return {k: (b[c >= min_conf], c[c >= min_conf], l[c >= min_conf]) for k, (b, c, l) in teacher.items()}
+
+
 def load_or_make_teacher(args, train_s: Sequence[Sample]) -> Dict[str, TeacherDets]:
     """The teacher objects of the training photos, from ``--teacher-cache`` or made (and cached) at score >= 0.3."""
     cache = args.teacher_cache or args.out / "teacher.npz"
@@ -336,7 +341,7 @@ def fit(args: argparse.Namespace) -> List[Dict]:
     """Train as configured by :func:`parse_args`; returns the history (one dict per epoch)."""
     train_s, val_s = start_run(args)
     teacher = None
-    if args.kd or args.pseudo:
+    if args.pseudo or (args.kd and not args.kd_online):  # the online teacher needs no per-photo cache
         full = load_or_make_teacher(args, train_s)
         stems = {s.image.stem for s in train_s}
         teacher = {k: v for k, v in full.items() if k in stems}  # never a validation photo
@@ -351,10 +356,7 @@ def fit(args: argparse.Namespace) -> List[Dict]:
                 save_faces(fc, faces)
         train_s, n_pseudo = pseudo_labelled(train_s, teacher, args.pseudo_conf, args.pseudo_iou, faces,
                                             args.pseudo_yunet_conf or 0.0)
-    kd_teacher = None
-    if args.kd:
-        m = args.teacher_min_conf
-        kd_teacher = {k: (b[c >= m], c[c >= m], l[c >= m]) for k, (b, c, l) in teacher.items()}
+    kd_teacher = confident(teacher, args.teacher_min_conf) if args.kd and not args.kd_online else None
     log.info("train %d images %s, val %d; KD %s (%d teacher objects, t %.2f); pseudo-labels %d",
              len(train_s), class_counts(train_s), len(val_s),
              ("online: the teacher on every crop" if args.kd_online else "on") if args.kd else "off",
@@ -365,7 +367,7 @@ def fit(args: argparse.Namespace) -> List[Dict]:
                "cls_depth": model.cls_depth}
     params = YoloParams(STRIDES)
     online = OnlineTeacher(args.teacher, args.teacher_min_conf, threads=1) if args.kd and args.kd_online else None
-    ds = FaceSet(train_s, args.crop, teacher=None if online else kd_teacher, unlabelled=None, pseudo="none",
+    ds = FaceSet(train_s, args.crop, teacher=kd_teacher, unlabelled=None, pseudo="none",
                  p_zoom=args.p_zoom, scale=args.scale, seed=args.seed, params=params, online_teacher=online)
     grid = torch.from_numpy(np.stack(yolo_grid((args.crop, args.crop), params), axis=1))
     g = torch.Generator().manual_seed(args.seed)
@@ -399,17 +401,13 @@ def gradient_norms(args: argparse.Namespace, n_batches: int = 4) -> List[Dict[st
         One dict per term: ``{"term", "loss", "grad_norm"}`` (medians over ``n_batches`` batches).
     """
     train_s, _ = start_run(args)
-    t = load_or_make_teacher(args, train_s)
-    m = args.teacher_min_conf
-    t = {k: (b[c >= m], c[c >= m], l[c >= m]) for k, (b, c, l) in t.items()}
+    t = confident(load_or_make_teacher(args, train_s), args.teacher_min_conf)
     params = YoloParams(STRIDES)
     rng = np.random.default_rng(args.seed)
     pick = [train_s[i] for i in rng.choice(len(train_s), size=min(len(train_s), args.batch * n_batches), replace=False)]
     ds = FaceSet(pick, args.crop, teacher=t, params=params, seed=args.seed)
     grid = torch.from_numpy(np.stack(yolo_grid((args.crop, args.crop), params), axis=1))
     model = build_model(args).train()
-    from models.train.losses import flatten_levels, kd_loss
-    from models.train.yunet import finetune_loss
 
     def terms(pred, batch):
         _, tgt_box, tgt_cls, ignore, t_box, t_logits, t_conf, t_cell_w = batch
